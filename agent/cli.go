@@ -1,0 +1,241 @@
+// Package agent is stapling-agent's policy and wiring: the command line, configuration, the
+// remediation steps and their journal, the audit and the daemon loop. Host knowledge lives in
+// apacheconf, log reading in logwatch; this package decides what to do with them.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+	"golang.org/x/term"
+
+	"github.com/stapling-agent/stapling-agent/apacheconf"
+)
+
+// Version is set at build time with -ldflags "-X .../agent.Version=1.2.3".
+var Version = ""
+
+// AgentVersion is Version, else the module version from the build info, else "devel".
+func AgentVersion() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v := bi.Main.Version; v != "" && v != "(devel)" {
+			return v
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return "devel-" + s.Value[:12]
+			}
+		}
+	}
+	return "devel"
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	root       string
+	configFile string
+	v          *viper.Viper
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+// env is what a command needs once configuration and layout are settled.
+type env struct {
+	cfg    *Config
+	log    zerolog.Logger
+	layout *apacheconf.Layout
+	state  *State
+	now    func() time.Time
+}
+
+// Main runs the command line and returns the process exit code; main() passes it to os.Exit.
+func Main(args []string, stdout, stderr io.Writer) int {
+	g := &globals{v: newViper(), stdout: stdout, stderr: stderr}
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code := ExitRefused // usage errors and bad configuration
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		code = ee.Code
+	}
+	fmt.Fprintf(stderr, "stapling-agent: error: %s\n", oneLine(err.Error()))
+	return code
+}
+
+func newRootCmd(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "stapling-agent",
+		Short: "Keep HTTPS up on cPanel hosts when OCSP stapling breaks",
+		Long: `stapling-agent watches Apache's error_log on cPanel/WHM hosts for mod_ssl OCSP stapling
+failures (AH01941 after an unreachable responder), and turns stapling off safely in the
+pre-VirtualHost include: written atomically, config-tested, Apache restarted with
+restartsrv_httpd, and rolled back byte for byte if anything fails.
+
+Exit codes: 0 done or nothing to do; 1 failed (and rolled back); 2 refused (unknown layout,
+include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critical, 3 unknown.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.root, "root", "/", "directory every host path and command is resolved under")
+	pf.StringVar(&g.configFile, "config", "", "config file (default "+DefaultConfigFile+" under --root; optional)")
+	pf.String("log-level", "info", "log level: debug, info, warn, error")
+	pf.String("log-format", "", "log format: json or console (default: console on a terminal, else json)")
+	pf.Duration("command-timeout", 120*time.Second, "timeout for each Apache command (config test, rebuild, restart)")
+	g.v.BindPFlag("log.level", pf.Lookup("log-level"))
+	g.v.BindPFlag("log.format", pf.Lookup("log-format"))
+	g.v.BindPFlag("commands.timeout", pf.Lookup("command-timeout"))
+
+	root.AddCommand(
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print the version",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				fmt.Fprintf(g.stdout, "stapling-agent %s\n", AgentVersion())
+				return nil
+			},
+		},
+		newChangeCmd(g, "remediate", "Turn OCSP stapling off in the pre-VirtualHost include, config-test and restart Apache"),
+		newChangeCmd(g, "revert", "Remove stapling-agent's block from the include, config-test and restart Apache"),
+	)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &ExitError{Code: ExitRefused, Err: err}
+	})
+	return root
+}
+
+func newChangeCmd(g *globals, action, short string) *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   action,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e, err := g.setup()
+			if err != nil {
+				return err
+			}
+			r := e.remediator(g.stdout)
+			if action == "remediate" {
+				_, err = r.Remediate(cmd.Context(), dryRun)
+			} else {
+				_, err = r.Revert(cmd.Context(), dryRun)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the exact change and commands, touch nothing")
+	return cmd
+}
+
+// setup loads configuration, sets up logging and detects the layout. It creates nothing.
+func (g *globals) setup() (*env, error) {
+	file, explicit := g.configFile, g.configFile != ""
+	if !explicit {
+		file = apacheconf.HostPath(g.root, DefaultConfigFile)
+	}
+	cfg, err := loadConfig(g.v, file, explicit)
+	if err != nil {
+		return nil, &ExitError{Code: ExitRefused, Err: err}
+	}
+	log, err := newLogger(g.stderr, cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return nil, &ExitError{Code: ExitRefused, Err: fmt.Errorf("%w: %v", ErrConfig, err)}
+	}
+	if info, err := os.Stat(g.root); err != nil || !info.IsDir() {
+		return nil, &ExitError{Code: ExitRefused, Err: fmt.Errorf("--root %s is not a directory", g.root)}
+	}
+	layout, err := apacheconf.Detect(g.root)
+	if err != nil {
+		code := ExitRefused
+		if !errors.Is(err, apacheconf.ErrUnknownLayout) {
+			code = ExitFailed
+		}
+		return nil, &ExitError{Code: code, Err: err}
+	}
+	if layout.PathsConfJunk > 0 {
+		log.Warn().Int("lines", layout.PathsConfJunk).Msg("ignored lines in paths.conf that are not key=value")
+	}
+	now := time.Now
+	return &env{
+		cfg:    cfg,
+		log:    log,
+		layout: layout,
+		state:  &State{Dir: apacheconf.HostPath(g.root, cfg.StateDir), now: now},
+		now:    now,
+	}, nil
+}
+
+func (e *env) commands() apacheconf.Commands {
+	c := e.layout.DefaultCommands()
+	rooted := func(argv []string) []string {
+		out := append([]string(nil), argv...)
+		out[0] = apacheconf.HostPath(e.layout.Root, out[0])
+		return out
+	}
+	if len(e.cfg.Commands.ConfigTest) > 0 {
+		c.ConfigTest = rooted(e.cfg.Commands.ConfigTest)
+	}
+	if len(e.cfg.Commands.Restart) > 0 {
+		c.Restart = rooted(e.cfg.Commands.Restart)
+	}
+	if len(e.cfg.Commands.Rebuild) > 0 {
+		c.Rebuild = rooted(e.cfg.Commands.Rebuild)
+	}
+	return c
+}
+
+func (e *env) remediator(out io.Writer) *Remediator {
+	t := e.cfg.Commands.Timeout
+	return &Remediator{
+		Layout: e.layout,
+		Cmds:   e.commands(),
+		Runner: apacheconf.ExecRunner{Timeout: t},
+		State:  e.state,
+		Log:    e.log,
+		Out:    out,
+		// The longest another run holds the lock: rebuild, config test and two restarts.
+		LockWait: 4*t + 30*time.Second,
+		Now:      e.now,
+	}
+}
+
+func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
+	if err != nil || level == "" {
+		return zerolog.Nop(), fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	if format == "" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "console"
+		}
+	}
+	if format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}

@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/viper"
+)
+
+// DefaultConfigFile and DefaultStateDir are host paths, resolved under --root.
+const (
+	DefaultConfigFile = "/etc/stapling-agent/config.yaml"
+	DefaultStateDir   = "/var/lib/stapling-agent"
+	envPrefix         = "STAPLING_AGENT"
+)
+
+// Config is the agent's configuration. Every key has a default (so viper reads it from the
+// environment too: FACTS.md section 7, Unmarshal ignores env vars for keys without one).
+type Config struct {
+	Mode     string `mapstructure:"mode"`      // enforce | dry-run
+	StateDir string `mapstructure:"state_dir"` // host path
+	Log      struct {
+		Level  string `mapstructure:"level"`
+		Format string `mapstructure:"format"` // "" (auto) | json | console
+	} `mapstructure:"log"`
+	Policy struct {
+		Threshold int           `mapstructure:"threshold"`
+		Window    time.Duration `mapstructure:"window"`
+		Cooldown  time.Duration `mapstructure:"cooldown"`
+		MaxPerDay int           `mapstructure:"max_per_day"`
+	} `mapstructure:"policy"`
+	Commands struct {
+		Timeout    time.Duration `mapstructure:"timeout"`
+		ConfigTest []string      `mapstructure:"configtest"` // empty: <apachectl> -t
+		Restart    []string      `mapstructure:"restart"`    // empty: restartsrv_httpd
+		Rebuild    []string      `mapstructure:"rebuild"`    // empty: rebuildhttpdconf (EA4)
+	} `mapstructure:"commands"`
+}
+
+var defaults = map[string]any{
+	"mode":                "enforce",
+	"state_dir":           DefaultStateDir,
+	"log.level":           "info",
+	"log.format":          "",
+	"policy.threshold":    3,
+	"policy.window":       10 * time.Minute,
+	"policy.cooldown":     time.Hour,
+	"policy.max_per_day":  3,
+	"commands.timeout":    120 * time.Second,
+	"commands.configtest": []string{},
+	"commands.restart":    []string{},
+	"commands.rebuild":    []string{},
+}
+
+// newViper returns a viper with every key defaulted and bound to STAPLING_AGENT_<KEY>.
+func newViper() *viper.Viper {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix(envPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	return v
+}
+
+// ErrConfig marks configuration problems (exit code 2).
+var ErrConfig = errors.New("bad configuration")
+
+// loadConfig reads file into v (a missing file is fine unless explicit), rejects unknown keys
+// by name, and, when running as root, a file that another user could have written: the config
+// names commands the agent runs as root.
+func loadConfig(v *viper.Viper, file string, explicit bool) (*Config, error) {
+	info, err := os.Stat(file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && !explicit:
+		// Built-in defaults, environment and flags only.
+	case err != nil:
+		return nil, fmt.Errorf("%w: config file %s: %v", ErrConfig, file, unwrapPath(err))
+	default:
+		if err := checkOwner(file, info); err != nil {
+			return nil, err
+		}
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("%w: config file %s: %s", ErrConfig, file, oneLine(err.Error()))
+		}
+		var unknown []string
+		for _, k := range v.AllKeys() {
+			if _, ok := defaults[k]; !ok {
+				unknown = append(unknown, k)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			return nil, fmt.Errorf("%w: config file %s: unknown key %q (known keys: %s)",
+				ErrConfig, file, unknown[0], strings.Join(knownKeys(), ", "))
+		}
+	}
+	var c Config
+	if err := v.UnmarshalExact(&c); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrConfig, oneLine(err.Error()))
+	}
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.Mode != "enforce" && c.Mode != "dry-run":
+		return fmt.Errorf("mode must be enforce or dry-run, not %q", c.Mode)
+	case c.Policy.Threshold < 1:
+		return fmt.Errorf("policy.threshold must be at least 1, not %d", c.Policy.Threshold)
+	case c.Policy.Window <= 0:
+		return fmt.Errorf("policy.window must be positive, not %s", c.Policy.Window)
+	case c.Policy.Cooldown < 0:
+		return fmt.Errorf("policy.cooldown must not be negative, not %s", c.Policy.Cooldown)
+	case c.Policy.MaxPerDay < 1:
+		return fmt.Errorf("policy.max_per_day must be at least 1, not %d", c.Policy.MaxPerDay)
+	case c.Commands.Timeout <= 0:
+		return fmt.Errorf("commands.timeout must be positive, not %s", c.Commands.Timeout)
+	case c.Log.Format != "" && c.Log.Format != "json" && c.Log.Format != "console":
+		return fmt.Errorf("log.format must be json or console, not %q", c.Log.Format)
+	case !strings.HasPrefix(c.StateDir, "/"):
+		return fmt.Errorf("state_dir must be an absolute path, not %q", c.StateDir)
+	}
+	return nil
+}
+
+func checkOwner(file string, info fs.FileInfo) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if ok && st.Uid != 0 {
+		return fmt.Errorf("%w: config file %s is owned by uid %d, not root; it names commands run as root (chown root %s)",
+			ErrConfig, file, st.Uid, file)
+	}
+	if info.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%w: config file %s is writable by group or others (mode %04o); it names commands run as root (chmod 600 %s)",
+			ErrConfig, file, info.Mode().Perm(), file)
+	}
+	return nil
+}
+
+func knownKeys() []string {
+	keys := make([]string, 0, len(defaults))
+	for k := range defaults {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

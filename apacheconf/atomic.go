@@ -1,0 +1,145 @@
+package apacheconf
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// tempPrefix marks our temporary files so a later run can remove ones a crash left behind.
+// The suffix is not ".conf", so no `Include dir/*.conf` glob can pick one up.
+const tempPrefix = ".stapling-agent-"
+
+// FileSnapshot is a file's exact previous state, enough to put it back byte for byte.
+type FileSnapshot struct {
+	Path    string // path on this machine (already under the root)
+	Exists  bool
+	Data    []byte
+	Mode    fs.FileMode
+	UID     int
+	GID     int
+	Symlink bool // the path is a symlink; we refuse to replace it
+}
+
+// Snapshot reads path's current bytes, mode and owner. A missing file is a valid snapshot
+// (Exists false). Anything but a regular file is an error: we never replace a directory,
+// device or symlink with a file.
+func Snapshot(p string) (*FileSnapshot, error) {
+	s := &FileSnapshot{Path: p, Mode: 0o644, UID: -1, GID: -1}
+	info, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p, err)
+	}
+	switch {
+	case info.Mode()&fs.ModeSymlink != 0:
+		return nil, fmt.Errorf("%s is a symlink; refusing to replace it (edit its target, or replace the link with a file)", p)
+	case info.IsDir():
+		return nil, fmt.Errorf("%s is a directory, not a file", p)
+	case !info.Mode().IsRegular():
+		return nil, fmt.Errorf("%s is not a regular file", p)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", p, err)
+	}
+	s.Exists, s.Data, s.Mode = true, data, info.Mode().Perm()
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		s.UID, s.GID = int(st.Uid), int(st.Gid)
+	}
+	return s, nil
+}
+
+// WriteAtomic replaces the snapshot's file with data, keeping its mode and owner: write a temp
+// file in the same directory, fsync it, rename it over the file, fsync the directory. A reader
+// (or Apache) sees either the old bytes or the new, never a mix; a crash leaves at most a temp
+// file, which CleanTemps removes.
+func (s *FileSnapshot) WriteAtomic(data []byte) error {
+	dir := filepath.Dir(s.Path)
+	f, err := os.CreateTemp(dir, tempPrefix+filepath.Base(s.Path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("create temp file in %s: %w", dir, err)
+	}
+	tmp := f.Name()
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return fail(fmt.Errorf("write %s: %w", tmp, err))
+	}
+	if err := f.Chmod(s.Mode); err != nil {
+		return fail(fmt.Errorf("chmod %s: %w", tmp, err))
+	}
+	if s.UID >= 0 && os.Geteuid() == 0 {
+		if err := f.Chown(s.UID, s.GID); err != nil {
+			return fail(fmt.Errorf("chown %s: %w", tmp, err))
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return fail(fmt.Errorf("fsync %s: %w", tmp, err))
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, s.Path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename %s to %s: %w", tmp, s.Path, err)
+	}
+	return syncDir(dir)
+}
+
+// Restore puts the snapshot's bytes back exactly, or removes the file if it did not exist.
+func (s *FileSnapshot) Restore() error {
+	if !s.Exists {
+		if err := os.Remove(s.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", s.Path, err)
+		}
+		return syncDir(filepath.Dir(s.Path))
+	}
+	return s.WriteAtomic(s.Data)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// CleanTemps removes temp files an interrupted WriteAtomic left next to p, and returns them.
+func CleanTemps(p string) ([]string, error) {
+	dir := filepath.Dir(p)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read directory %s: %w", dir, err)
+	}
+	prefix := tempPrefix + filepath.Base(p) + "."
+	var removed []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && strings.HasSuffix(e.Name(), ".tmp") {
+			full := filepath.Join(dir, e.Name())
+			if err := os.Remove(full); err != nil {
+				return removed, fmt.Errorf("remove stale temp file %s: %w", full, err)
+			}
+			removed = append(removed, full)
+		}
+	}
+	return removed, nil
+}

@@ -1,0 +1,120 @@
+package apacheconf
+
+import (
+	"bytes"
+	"strings"
+)
+
+// stmt is one logical line of an Apache config file: a directive, a container opening
+// (<VirtualHost ...>) or a container closing (</VirtualHost>).
+type stmt struct {
+	Line  int    // physical line the statement starts on, 1-based
+	Name  string // directive or container name as written
+	Args  []string
+	Open  bool // <Name args>
+	Close bool // </Name>
+}
+
+// lex splits config text into statements the way Apache's ap_cfg_getline and ap_getword_conf
+// read it: a trailing backslash joins the next physical line (before comment detection, so a
+// comment ending in "\" swallows the next line), lines starting with "#" are comments, and
+// arguments may be quoted with " or '.
+func lex(data []byte) []stmt {
+	var out []stmt
+	var logical []byte
+	start := 0
+	num := 0
+	for len(data) > 0 {
+		num++
+		var phys []byte
+		if i := bytes.IndexByte(data, '\n'); i >= 0 {
+			phys, data = data[:i], data[i+1:]
+		} else {
+			phys, data = data, nil
+		}
+		phys = bytes.TrimRight(phys, " \t\r")
+		if logical == nil {
+			start = num
+			logical = []byte{}
+		}
+		if n := len(phys); n > 0 && phys[n-1] == '\\' {
+			logical = append(logical, phys[:n-1]...)
+			if len(data) > 0 {
+				continue
+			}
+		} else {
+			logical = append(logical, phys...)
+		}
+		if s, ok := parseStmt(string(logical)); ok {
+			s.Line = start
+			out = append(out, s)
+		}
+		logical = nil
+	}
+	return out
+}
+
+func parseStmt(text string) (stmt, bool) {
+	text = strings.TrimSpace(text)
+	if text == "" || text[0] == '#' {
+		return stmt{}, false
+	}
+	if strings.HasPrefix(text, "</") {
+		name := strings.TrimSpace(strings.TrimSuffix(text[2:], ">"))
+		if name == "" {
+			return stmt{}, false
+		}
+		return stmt{Name: name, Close: true}, true
+	}
+	if text[0] == '<' {
+		body := strings.TrimSpace(strings.TrimSuffix(text[1:], ">"))
+		words := splitArgs(body)
+		if len(words) == 0 {
+			return stmt{}, false
+		}
+		return stmt{Name: words[0], Args: words[1:], Open: true}, true
+	}
+	words := splitArgs(text)
+	return stmt{Name: words[0], Args: words[1:]}, true
+}
+
+// splitArgs follows ap_getword_conf: whitespace separates words; a word that starts with a
+// quote runs to the matching quote, inside which a backslash escapes that quote.
+func splitArgs(s string) []string {
+	var words []string
+	for {
+		s = strings.TrimLeft(s, " \t")
+		if s == "" {
+			return words
+		}
+		if q := s[0]; q == '"' || q == '\'' {
+			var b strings.Builder
+			i := 1
+			for ; i < len(s) && s[i] != q; i++ {
+				if s[i] == '\\' && i+1 < len(s) && s[i+1] == q {
+					i++
+				}
+				b.WriteByte(s[i])
+			}
+			words = append(words, b.String())
+			if i < len(s) {
+				i++
+			}
+			s = s[i:]
+			continue
+		}
+		i := strings.IndexAny(s, " \t")
+		if i < 0 {
+			return append(words, s)
+		}
+		words = append(words, s[:i])
+		s = s[i:]
+	}
+}
+
+// transparent reports whether a container does not change scope. <IfModule> is not a scope
+// (FACTS.md section 4); a negated <IfModule !mod> is treated as a scope because what it holds
+// does not apply while the module is loaded.
+func transparent(s stmt) bool {
+	return strings.EqualFold(s.Name, "IfModule") && !(len(s.Args) > 0 && strings.HasPrefix(s.Args[0], "!"))
+}
