@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 )
 
@@ -105,13 +107,26 @@ func loadConfig(v *viper.Viper, file string, explicit bool) (*Config, error) {
 		}
 	}
 	var c Config
-	if err := v.UnmarshalExact(&c); err != nil {
+	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		wordsHook,
+	))
+	if err := v.UnmarshalExact(&c, hook); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrConfig, oneLine(err.Error()))
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	return &c, nil
+}
+
+// wordsHook lets a command be written as one string ("/usr/sbin/apachectl -t"), as it must be
+// in an environment variable: it is split on whitespace, never run through a shell.
+func wordsHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() == reflect.String && to.Kind() == reflect.Slice && to.Elem().Kind() == reflect.String {
+		return strings.Fields(data.(string)), nil
+	}
+	return data, nil
 }
 
 func (c *Config) validate() error {

@@ -1,0 +1,272 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// agentBin is the stapling-agent binary built once for the CLI tests.
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "stapling-agent-bin")
+	if err != nil {
+		panic(err)
+	}
+	agentBin = filepath.Join(dir, "stapling-agent")
+	build := exec.Command("go", "build", "-o", agentBin, "../agent/cmd/stapling-agent")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build stapling-agent: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func runAgent(t *testing.T, envv []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(agentBin, args...)
+	cmd.Env = append(os.Environ(), envv...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+// cliHost is a fake EA4 tree whose cPanel scripts are recording stand-ins: each appends its
+// argv to standins.log; apachectl fails while ROOT/fail-configtest exists, restartsrv_httpd
+// while ROOT/fail-restart exists.
+func cliHost(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	files := map[string]string{
+		"/etc/cpanel/ea4/is_ea4": "",
+		ea4HTTPD:                 wiredHTTPD,
+		ea4Include:               adminBytes,
+	}
+	for p, c := range files {
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(root, p), []byte(c), 0o644)
+	}
+	standin := func(p, failFlag, okText, failText string) {
+		script := fmt.Sprintf(`#!/bin/sh
+echo "$(basename "$0") $*" >>%q/standins.log
+if [ -e %q/%s ]; then echo %q >&2; exit 1; fi
+echo %q
+`, root, root, failFlag, failText, okText)
+		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
+		os.WriteFile(filepath.Join(root, p), []byte(script), 0o755)
+	}
+	standin("/usr/sbin/apachectl", "fail-configtest", "Syntax OK", "AH00526: Syntax error on line 2 of pre_virtualhost_global.conf")
+	standin("/usr/local/cpanel/scripts/restartsrv_httpd", "fail-restart", "httpd restarted successfully.", "httpd has failed, please check the logs")
+	return root
+}
+
+func standins(t *testing.T, root string) string {
+	b, _ := os.ReadFile(filepath.Join(root, "standins.log"))
+	return string(b)
+}
+
+func TestCLIVersion(t *testing.T) {
+	r := runAgent(t, nil, "version")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "stapling-agent ") {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestCLIUnknownLayoutExit2CreatesNothing(t *testing.T) {
+	root := t.TempDir()
+	for _, cmd := range []string{"remediate", "revert"} {
+		r := runAgent(t, nil, "--root", root, cmd)
+		if r.code != 2 || !strings.Contains(r.stderr, "looked for /etc/cpanel/ea4/is_ea4") {
+			t.Fatalf("%s: %+v", cmd, r)
+		}
+	}
+	if entries, _ := os.ReadDir(root); len(entries) != 0 {
+		t.Fatalf("created %v", entries)
+	}
+}
+
+func TestCLIRemediateIdempotent(t *testing.T) {
+	root := cliHost(t)
+	r := runAgent(t, nil, "--root", root, "remediate")
+	if r.code != 0 {
+		t.Fatalf("%+v", r)
+	}
+	if got := standins(t, root); got != "apachectl -t\nrestartsrv_httpd \n" {
+		t.Fatalf("stand-ins ran:\n%s", got)
+	}
+	inc := filepath.Join(root, ea4Include)
+	before, _ := os.Stat(inc)
+	content, _ := os.ReadFile(inc)
+	r = runAgent(t, nil, "--root", root, "remediate")
+	if r.code != 0 || !strings.Contains(r.stdout, "nothing to do") {
+		t.Fatalf("%+v", r)
+	}
+	after, _ := os.Stat(inc)
+	again, _ := os.ReadFile(inc)
+	if !after.ModTime().Equal(before.ModTime()) || !bytes.Equal(content, again) {
+		t.Fatal("second run touched the include")
+	}
+	if got := standins(t, root); strings.Count(got, "restartsrv_httpd") != 1 {
+		t.Fatalf("second run restarted:\n%s", got)
+	}
+}
+
+func TestCLIConfigTestFailureExit1NothingWritten(t *testing.T) {
+	root := cliHost(t)
+	os.WriteFile(filepath.Join(root, "fail-configtest"), nil, 0o644)
+	r := runAgent(t, nil, "--root", root, "remediate")
+	if r.code != 1 || !strings.Contains(lastLine(r.stderr), "AH00526") || strings.Count(r.stderr, "stapling-agent: error") != 1 {
+		t.Fatalf("%+v", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, ea4Include)); string(b) != adminBytes {
+		t.Fatalf("include changed: %q", b)
+	}
+	if strings.Contains(standins(t, root), "restartsrv_httpd") {
+		t.Fatal("restarted after a failed config test")
+	}
+}
+
+func TestCLIRestartFailureExit1(t *testing.T) {
+	root := cliHost(t)
+	os.WriteFile(filepath.Join(root, "fail-restart"), nil, 0o644)
+	r := runAgent(t, nil, "--root", root, "remediate")
+	if r.code != 1 || !strings.Contains(r.stderr, "restored") {
+		t.Fatalf("%+v", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(root, ea4Include)); string(b) != adminBytes {
+		t.Fatalf("include changed: %q", b)
+	}
+}
+
+func TestCLIDryRun(t *testing.T) {
+	root := cliHost(t)
+	r := runAgent(t, nil, "--root", root, "remediate", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "+    SSLUseStapling off") {
+		t.Fatalf("%+v", r)
+	}
+	if standins(t, root) != "" {
+		t.Fatal("dry run ran a command")
+	}
+	if _, err := os.Stat(filepath.Join(root, DefaultStateDir)); !os.IsNotExist(err) {
+		t.Fatal("dry run created the state directory")
+	}
+}
+
+func TestCLIConcurrentRunsOneBlockOneRestart(t *testing.T) {
+	root := cliHost(t)
+	var wg sync.WaitGroup
+	codes := make([]int, 8)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes[i] = runAgent(t, nil, "--root", root, "remediate").code
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != 0 {
+			t.Errorf("run %d exited %d", i, c)
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(root, ea4Include))
+	if n := strings.Count(string(b), "# BEGIN stapling-agent"); n != 1 {
+		t.Fatalf("%d blocks", n)
+	}
+	if n := strings.Count(standins(t, root), "restartsrv_httpd"); n != 1 {
+		t.Fatalf("%d restarts", n)
+	}
+}
+
+func TestCLIConfigErrors(t *testing.T) {
+	root := cliHost(t)
+	cfgDir := filepath.Join(root, "etc/stapling-agent")
+	os.MkdirAll(cfgDir, 0o755)
+	cfg := filepath.Join(cfgDir, "config.yaml")
+	write := func(content string, mode os.FileMode) {
+		os.WriteFile(cfg, []byte(content), mode)
+		os.Chmod(cfg, mode)
+	}
+	cases := []struct {
+		name    string
+		setup   func()
+		args    []string
+		env     []string
+		wantErr string
+	}{
+		{"unknown key", func() { write("policy:\n  treshold: 3\n", 0o600) }, nil, nil, `unknown key "policy.treshold"`},
+		{"bad yaml", func() { write("policy: [\n", 0o600) }, nil, nil, "config file"},
+		{"bad value", func() { write("mode: yolo\n", 0o600) }, nil, nil, "mode must be enforce or dry-run"},
+		{"env overrides", func() { write("", 0o600) }, nil, []string{"STAPLING_AGENT_POLICY_THRESHOLD=0"}, "policy.threshold must be at least 1"},
+		{"missing explicit", func() {}, []string{"--config", filepath.Join(root, "nope.yaml")}, nil, "no such file"},
+		{"world writable", func() { write("mode: enforce\n", 0o666) }, nil, nil, "writable by group or others"},
+		{"bad log level", func() { write("", 0o600) }, []string{"--log-level", "loud"}, nil, "log level"},
+	}
+	if os.Geteuid() == 0 {
+		cases = append(cases, struct {
+			name    string
+			setup   func()
+			args    []string
+			env     []string
+			wantErr string
+		}{"not owned by root", func() { write("", 0o600); os.Chown(cfg, 65534, 65534) }, nil, nil, "not root"})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			os.Remove(cfg)
+			c.setup()
+			args := append(append([]string{"--root", root}, c.args...), "remediate")
+			r := runAgent(t, c.env, args...)
+			if r.code != 2 || !strings.Contains(r.stderr, c.wantErr) {
+				t.Fatalf("got %+v, want exit 2 with %q", r, c.wantErr)
+			}
+			if !strings.HasPrefix(r.stderr, "stapling-agent: error: ") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Fatalf("error is not one line:\n%s", r.stderr)
+			}
+			if standins(t, root) != "" {
+				t.Fatal("a command ran despite the bad configuration")
+			}
+		})
+	}
+}
+
+func TestCLIConfigNamesCommands(t *testing.T) {
+	root := cliHost(t)
+	os.MkdirAll(filepath.Join(root, "etc/stapling-agent"), 0o755)
+	// The restart command from the environment, resolved under --root like the defaults.
+	alt := filepath.Join(root, "usr/local/bin/my-restart")
+	os.MkdirAll(filepath.Dir(alt), 0o755)
+	os.WriteFile(alt, []byte(fmt.Sprintf("#!/bin/sh\necho \"my-restart $*\" >>%q/standins.log\n", root)), 0o755)
+	r := runAgent(t, []string{"STAPLING_AGENT_COMMANDS_RESTART=/usr/local/bin/my-restart --graceful"}, "--root", root, "remediate")
+	if r.code != 0 {
+		t.Fatalf("%+v", r)
+	}
+	if got := standins(t, root); !strings.Contains(got, "my-restart --graceful") {
+		t.Fatalf("configured restart not used:\n%s", got)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
