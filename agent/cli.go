@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -79,6 +80,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		code = ee.Code
+		if ee.Err == nil { // the output already said it all (audit status)
+			return code
+		}
 	}
 	fmt.Fprintf(stderr, "stapling-agent: error: %s\n", oneLine(err.Error()))
 	return code
@@ -120,6 +124,7 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		},
 		newChangeCmd(g, "remediate", "Turn OCSP stapling off in the pre-VirtualHost include, config-test and restart Apache"),
 		newChangeCmd(g, "revert", "Remove stapling-agent's block from the include, config-test and restart Apache"),
+		newAuditCmd(g),
 	)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &ExitError{Code: ExitRefused, Err: err}
@@ -151,22 +156,31 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 	return cmd
 }
 
-// setup loads configuration, sets up logging and detects the layout. It creates nothing.
-func (g *globals) setup() (*env, error) {
+// settings loads configuration and sets up logging. It creates nothing.
+func (g *globals) settings() (*Config, zerolog.Logger, error) {
 	file, explicit := g.configFile, g.configFile != ""
 	if !explicit {
 		file = apacheconf.HostPath(g.root, DefaultConfigFile)
 	}
 	cfg, err := loadConfig(g.v, file, explicit)
 	if err != nil {
-		return nil, &ExitError{Code: ExitRefused, Err: err}
+		return nil, zerolog.Nop(), err
 	}
 	log, err := newLogger(g.stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
-		return nil, &ExitError{Code: ExitRefused, Err: fmt.Errorf("%w: %v", ErrConfig, err)}
+		return nil, log, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if info, err := os.Stat(g.root); err != nil || !info.IsDir() {
-		return nil, &ExitError{Code: ExitRefused, Err: fmt.Errorf("--root %s is not a directory", g.root)}
+		return nil, log, fmt.Errorf("--root %s is not a directory", g.root)
+	}
+	return cfg, log, nil
+}
+
+// setup loads settings and detects the layout. It creates nothing.
+func (g *globals) setup() (*env, error) {
+	cfg, log, err := g.settings()
+	if err != nil {
+		return nil, &ExitError{Code: ExitRefused, Err: err}
 	}
 	layout, err := apacheconf.Detect(g.root)
 	if err != nil {
@@ -238,4 +252,64 @@ func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+func newAuditCmd(g *globals) *cobra.Command {
+	var (
+		since          time.Duration
+		format, output string
+	)
+	// Fleet tooling reads exit codes 0-2 as results; anything that prevents an audit is 3.
+	unknown := func(err error) error { return &ExitError{Code: ExitUnknown, Err: err} }
+	cmd := &cobra.Command{
+		Use:   "audit [--since D] [--format text|json|nagios|prometheus] [--output FILE]",
+		Short: "Report stapling failures, config and what the daemon would do; changes nothing",
+		Long: `audit reads error_log (the window --since back from now, into rotated files as needed),
+the Apache configuration and the pre-VirtualHost include, and replays the daemon's policy.
+It never writes Apache files and never runs the config test, rebuild or restart.
+
+Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch format {
+			case "text", "json", "nagios", "prometheus":
+			default:
+				return unknown(fmt.Errorf("unknown --format %q: use text, json, nagios or prometheus", format))
+			}
+			if since <= 0 {
+				return unknown(fmt.Errorf("--since must be positive, not %s", since))
+			}
+			cfg, _, err := g.settings()
+			if err != nil {
+				return unknown(err)
+			}
+			layout, lerr := apacheconf.Detect(g.root)
+			host, _ := os.Hostname()
+			rep := runAudit(auditInput{
+				root: g.root, cfg: cfg, layout: layout, layoutEr: lerr,
+				state: &State{Dir: apacheconf.HostPath(g.root, cfg.StateDir), now: time.Now},
+				now:   time.Now(), since: since, host: host,
+			})
+			var buf bytes.Buffer
+			if err := renderAudit(&buf, rep, format); err != nil {
+				return unknown(err)
+			}
+			if output != "" {
+				if err := writeAtomic(output, buf.Bytes(), 0o644); err != nil {
+					return unknown(err)
+				}
+			} else if _, err := g.stdout.Write(buf.Bytes()); err != nil {
+				return unknown(err)
+			}
+			if code := statusCode[rep.Status]; code != 0 {
+				return &ExitError{Code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&since, "since", 24*time.Hour, "how far back to read error_log")
+	cmd.Flags().StringVar(&format, "format", "text", "output: text, json, nagios or prometheus")
+	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
+	return cmd
 }

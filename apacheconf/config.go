@@ -61,6 +61,7 @@ type Config struct {
 	Warnings []string
 
 	globalFiles []fileID // files included at global scope, for Includes
+	globalRefs  []string // paths named by a global Include line, read or not
 }
 
 type fileID struct {
@@ -111,7 +112,15 @@ func (c *Config) Overrides() []VHost {
 
 // Includes reports whether hostPath is read at global scope (so a directive there applies to
 // the main server). It compares by path and by file identity, since EA4 symlinks old paths.
+//
+// A file named by a global Include line that does not exist yet also counts: the line is
+// there, and the file is about to be created.
 func (c *Config) Includes(root, hostPath string) bool {
+	for _, r := range c.globalRefs {
+		if r == path.Clean(hostPath) {
+			return true
+		}
+	}
 	info, _ := os.Stat(HostPath(root, hostPath))
 	for _, f := range c.globalFiles {
 		if path.Clean(f.host) == path.Clean(hostPath) {
@@ -236,7 +245,11 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 		if arg() == "" {
 			return nil
 		}
-		files, err := w.expand(w.resolve(arg()))
+		target := w.resolve(arg())
+		if w.vhost == nil && globalScope(stack) && !strings.ContainsAny(target, "*?[") {
+			w.cfg.globalRefs = append(w.cfg.globalRefs, target)
+		}
+		files, err := w.expand(target)
 		if err != nil {
 			return err
 		}

@@ -169,3 +169,19 @@ func TestReadConfigWithOverrideOfMissingFile(t *testing.T) {
 		t.Fatalf("override of a file that does not exist yet not read: global %q", c.Global)
 	}
 }
+
+func TestIncludesNamedButMissingFile(t *testing.T) {
+	l := ea4Tree(t, map[string]string{
+		"/etc/apache2/conf/httpd.conf": "Include \"" + incPath + "\"\n<VirtualHost *:443>\nInclude /etc/apache2/vh.conf\n</VirtualHost>\n",
+	})
+	c, err := ReadConfig(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Includes(l.Root, incPath) {
+		t.Fatal("a global Include line naming a missing file is not wiring")
+	}
+	if c.Includes(l.Root, "/etc/apache2/vh.conf") {
+		t.Fatal("an Include inside a vhost counts as global")
+	}
+}

@@ -1,0 +1,225 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// renderAudit writes the report in format: text, json, nagios or prometheus.
+func renderAudit(w io.Writer, r *AuditReport, format string) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	case "nagios":
+		return renderNagios(w, r)
+	case "prometheus":
+		return renderPrometheus(w, r)
+	case "text":
+		return renderText(w, r)
+	}
+	return fmt.Errorf("unknown format %q: use text, json, nagios or prometheus", format)
+}
+
+// renderNagios follows the plugin API: first line "SERVICE STATUS - text | perfdata", then
+// detail lines (FACTS.md section 9).
+func renderNagios(w io.Writer, r *AuditReport) error {
+	f := r.Failures
+	fmt.Fprintf(w, "STAPLING %s - %s | failures=%d;1;%d;0; max_in_window=%d;;;0;\n",
+		strings.ToUpper(r.Status), strings.ReplaceAll(r.Summary, "|", "/"), f.Total, r.Policy.Threshold, f.MaxInWindow)
+	fmt.Fprintf(w, "layout: %s; include %s (wired: %s); error_log %s\n", r.Layout.Kind, r.Layout.IncludeFile, yesNo(r.Layout.IncludeWired), r.Layout.ErrorLog)
+	fmt.Fprintf(w, "stapling: effective %s, global %s, stapling-agent block %s\n", r.Stapling.Effective, orDefault(r.Stapling.Global, "unset"), yesNo(r.Stapling.ManagedBlock))
+	if f.Total > 0 {
+		fmt.Fprintf(w, "failures by cause: %s; by responder: %s\n", counts(f.ByCause), counts(f.ByResponder))
+	}
+	for _, a := range r.Actions {
+		fmt.Fprintf(w, "action: %s %s: %s\n", a.Action, a.Target, a.Reason)
+	}
+	for _, c := range r.Checks {
+		if c.Status != "ok" {
+			fmt.Fprintf(w, "check %s failed: %s\n", c.Name, c.Error)
+		}
+	}
+	return nil
+}
+
+// renderPrometheus writes the text exposition format without timestamps, for node_exporter's
+// textfile collector.
+func renderPrometheus(w io.Writer, r *AuditReport) error {
+	metric := func(name, help, typ string) {
+		fmt.Fprintf(w, "# HELP stapling_agent_%s %s\n# TYPE stapling_agent_%s %s\n", name, help, name, typ)
+	}
+	b := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	metric("audit_status", "Audit status: 0 ok, 1 warning, 2 critical, 3 unknown.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_audit_status %d\n", statusCode[r.Status])
+	metric("audit_timestamp_seconds", "When the audit ran.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_audit_timestamp_seconds %d\n", r.GeneratedAt.Unix())
+	metric("audit_window_seconds", "Length of the audited window.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_audit_window_seconds %g\n", r.Window.Until.Sub(r.Window.Since).Seconds())
+	metric("info", "Agent version and host layout.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_info{version=%q,layout=%q} 1\n", r.AgentVersion, r.Layout.Kind)
+	metric("check_success", "Whether each part of the audit could be read.", "gauge")
+	for _, c := range r.Checks {
+		fmt.Fprintf(w, "stapling_agent_check_success{check=%q} %d\n", c.Name, b(c.Status == "ok"))
+	}
+	metric("responder_failures", "OCSP responder failures (AH01941) in the window, by cause.", "gauge")
+	for _, k := range sortedKeys(r.Failures.ByCause) {
+		fmt.Fprintf(w, "stapling_agent_responder_failures{cause=%q} %d\n", k, r.Failures.ByCause[k])
+	}
+	metric("responder_failures_by_responder", "OCSP responder failures in the window, by responder as logged.", "gauge")
+	for _, k := range sortedKeys(r.Failures.ByResponder) {
+		fmt.Fprintf(w, "stapling_agent_responder_failures_by_responder{responder=%q} %d\n", k, r.Failures.ByResponder[k])
+	}
+	metric("responder_failures_total_in_window", "All OCSP responder failures in the window.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_responder_failures_total_in_window %d\n", r.Failures.Total)
+	metric("max_failures_in_policy_window", "Most failures within any policy window.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_max_failures_in_policy_window %d\n", r.Failures.MaxInWindow)
+	metric("failures_after_remediation", "Failures logged after stapling-agent's last remediation.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_failures_after_remediation %d\n", r.Failures.AfterRemediation)
+	metric("policy_would_act", "Whether the daemon's policy threshold was reached in the window.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_policy_would_act %d\n", b(r.Policy.WouldAct))
+	metric("certificate_events", "Certificate status lines (revoked, unknown, invalid response) in the window.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_certificate_events %d\n", r.CertificateEvents.Total)
+	metric("init_events", "Start-up lines for certificates without an OCSP URL in the window.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_init_events %d\n", r.InitEvents.Total)
+	metric("stapling_effective", "Effective OCSP stapling: 1 for the current state.", "gauge")
+	for _, s := range []string{"on", "off", "mixed", "unknown"} {
+		fmt.Fprintf(w, "stapling_agent_stapling_effective{state=%q} %d\n", s, b(r.Stapling.Effective == s))
+	}
+	metric("managed_block", "Whether stapling-agent's block is in the include.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_managed_block %d\n", b(r.Stapling.ManagedBlock))
+	metric("include_wired", "Whether httpd.conf reads the pre-VirtualHost include.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_include_wired %d\n", b(r.Layout.IncludeWired))
+	metric("log_bytes_scanned", "Bytes of error_log read by the audit.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_log_bytes_scanned %d\n", r.Log.BytesScanned)
+	metric("log_lines_scanned", "Lines of error_log read by the audit.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_log_lines_scanned %d\n", r.Log.LinesScanned)
+	metric("log_skipped_lines", "Lines over 64 KiB skipped by the audit.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_log_skipped_lines %d\n", r.Log.SkippedLines)
+	return nil
+}
+
+func renderText(w io.Writer, r *AuditReport) error {
+	fmt.Fprintf(w, "stapling-agent audit of %s: %s\n", r.Host, strings.ToUpper(r.Status))
+	fmt.Fprintf(w, "  %s\n\n", r.Summary)
+	fmt.Fprintf(w, "layout        %s\n", r.Layout.Kind)
+	if r.Layout.Kind != "unknown" {
+		fmt.Fprintf(w, "httpd.conf    %s\n", r.Layout.HTTPDConf)
+		fmt.Fprintf(w, "include       %s (wired: %s, stapling-agent block: %s)\n", r.Layout.IncludeFile, yesNo(r.Layout.IncludeWired), yesNo(r.Stapling.ManagedBlock))
+		fmt.Fprintf(w, "stapling      effective %s; global %s", r.Stapling.Effective, orDefault(r.Stapling.Global, "unset (Apache default: off)"))
+		if r.Stapling.GlobalAt != "" {
+			fmt.Fprintf(w, " at %s", r.Stapling.GlobalAt)
+		}
+		fmt.Fprintln(w)
+		for _, o := range r.Stapling.Overrides {
+			fmt.Fprintf(w, "  vhost %s sets SSLUseStapling %s at %s:%d\n", o.VHost, o.Value, o.File, o.Line)
+		}
+		fmt.Fprintf(w, "error_log     %s (%d file%s, %s, %d lines, %d skipped)\n", r.Layout.ErrorLog, len(r.Log.Files), plural(len(r.Log.Files)), humanBytes(r.Log.BytesScanned), r.Log.LinesScanned, r.Log.SkippedLines)
+		fmt.Fprintf(w, "window        %s to %s\n", r.Window.Since.Format(time.RFC3339), r.Window.Until.Format(time.RFC3339))
+	}
+	f := r.Failures
+	if f.Total > 0 {
+		fmt.Fprintf(w, "failures      %d (max %d in %s; threshold %d; daemon would act: %s)\n", f.Total, f.MaxInWindow, r.Policy.Window, r.Policy.Threshold, yesNo(r.Policy.WouldAct))
+		fmt.Fprintf(w, "  by cause      %s\n  by responder  %s\n", counts(f.ByCause), counts(f.ByResponder))
+		fmt.Fprintf(w, "  first %s, last %s\n", f.First.Format(time.RFC3339), f.Last.Format(time.RFC3339))
+	}
+	if n := r.CertificateEvents.Total; n > 0 {
+		fmt.Fprintf(w, "certificate   %d status problems (%s): not an outage, stapling off does not fix them\n", n, counts(r.CertificateEvents.ByCode))
+	}
+	if n := r.InitEvents.Total; n > 0 {
+		fmt.Fprintf(w, "start-up      %d lines for certificates without an OCSP URL (%s)\n", n, counts(r.InitEvents.ByCode))
+	}
+	for _, a := range r.Actions {
+		fmt.Fprintf(w, "action        %s %s: %s\n", a.Action, a.Target, a.Reason)
+	}
+	for _, c := range r.Checks {
+		if c.Status != "ok" {
+			fmt.Fprintf(w, "check         %s failed: %s\n", c.Name, c.Error)
+		}
+	}
+	return nil
+}
+
+// writeAtomic writes data to path via a temp file and rename, so a reader (node_exporter's
+// textfile collector, the Ansible fact) never sees half a file.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]int) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func counts(m map[string]int) string {
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
