@@ -334,7 +334,7 @@ func countLong(data []byte) int64 {
 		if end-start > MaxLineLen {
 			n++
 		}
-		b = (end/block)*block // continue after this line
+		b = (end / block) * block // continue after this line
 	}
 	return n
 }
