@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 go build -o "$work/stapling-agent" ./agent/cmd/stapling-agent
 scripts/sample-host.sh "$work/host" >/dev/null
-echo "+ stapling-agent --root $work/host remediate --dry-run" >&2
-"$work/stapling-agent" --root "$work/host" remediate --dry-run
-echo "(sample host kept in $work/host; binary in $work/stapling-agent)" >&2
+echo "+ stapling-agent --root $work/host audit" >&2
+status=0
+"$work/stapling-agent" --root "$work/host" audit || status=$?
+echo >&2
+echo "(audit exit code $status: 0 ok, 1 warning, 2 critical, 3 unknown. The sample host has a" >&2
+echo " fresh outage, so 2 is expected. Sample host: $work/host; binary: $work/stapling-agent." >&2
+echo " Next: $work/stapling-agent --root $work/host remediate --dry-run)" >&2
