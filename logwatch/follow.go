@@ -186,7 +186,7 @@ func (fl *Follower) Poll(fn func([]byte)) {
 			return
 		}
 		fl.Rotations.Add(1)
-		fl.read(t, fn) // drain what was written before the switch, so lines keep their order
+		fl.read(t, fn) // lines written between the read above and the stat: old before new
 		t.grace = retireGrace
 		fl.retired = append(fl.retired, t)
 		fl.cur = nt
