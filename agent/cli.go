@@ -16,8 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"golang.org/x/term"
 
@@ -47,6 +49,7 @@ func AgentVersion() string {
 
 // globals are the flags every command shares.
 type globals struct {
+	flags      *pflag.FlagSet // persistent flags, bound again to a fresh viper on reload
 	root       string
 	configFile string
 	v          *viper.Viper
@@ -108,9 +111,8 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 	pf.String("log-level", "info", "log level: debug, info, warn, error")
 	pf.String("log-format", "", "log format: json or console (default: console on a terminal, else json)")
 	pf.Duration("command-timeout", 120*time.Second, "timeout for each Apache command (config test, rebuild, restart)")
-	g.v.BindPFlag("log.level", pf.Lookup("log-level"))
-	g.v.BindPFlag("log.format", pf.Lookup("log-format"))
-	g.v.BindPFlag("commands.timeout", pf.Lookup("command-timeout"))
+	g.flags = pf
+	g.bindFlags()
 
 	root.AddCommand(
 		&cobra.Command{
@@ -125,6 +127,7 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		newChangeCmd(g, "remediate", "Turn OCSP stapling off in the pre-VirtualHost include, config-test and restart Apache"),
 		newChangeCmd(g, "revert", "Remove stapling-agent's block from the include, config-test and restart Apache"),
 		newAuditCmd(g),
+		newRunCmd(g),
 	)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &ExitError{Code: ExitRefused, Err: err}
@@ -154,6 +157,20 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the exact change and commands, touch nothing")
 	return cmd
+}
+
+func (g *globals) bindFlags() {
+	g.v.BindPFlag("log.level", g.flags.Lookup("log-level"))
+	g.v.BindPFlag("log.format", g.flags.Lookup("log-format"))
+	g.v.BindPFlag("commands.timeout", g.flags.Lookup("command-timeout"))
+}
+
+// reload reads the configuration again from scratch (SIGHUP).
+func (g *globals) reload() (*Config, error) {
+	g.v = newViper()
+	g.bindFlags()
+	cfg, _, err := g.settings()
+	return cfg, err
 }
 
 // settings loads configuration and sets up logging. It creates nothing.
@@ -312,4 +329,48 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "run [--dry-run]",
+		Short: "Follow error_log and remediate when the policy says so (what systemd runs)",
+		Long: `run follows the layout's error_log through cpanellogd's rotations, counts OCSP responder
+failures (AH01941; never forged, certificate-status or start-up lines) and, when
+policy.threshold of them fall within policy.window, runs exactly what "remediate" runs. After
+acting it holds off for policy.cooldown, acts at most policy.max_per_day times a day, and
+never restarts Apache while stapling is already off. In dry-run mode (--dry-run, or
+"mode: dry-run") it logs what it would do, once per cooldown, and touches nothing.
+
+systemd: Type=notify (READY=1 once following, WATCHDOG=1 while polls complete, STOPPING=1).
+SIGTERM/SIGINT stop it (a remediation in progress is finished first); SIGHUP reloads the
+configuration and keeps the old one if the new one is bad.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e, err := g.setup()
+			if err != nil {
+				return err
+			}
+			rem := e.remediator(logLines{e.log})
+			d := newDaemon(e, rem, dryRun)
+			if os.Getenv("NOTIFY_SOCKET") != "" {
+				d.notify = func(state string) { sdaemon.SdNotify(false, state) }
+			}
+			return d.Run(cmd.Context(), g.reload)
+		},
+	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "log what would be done, touch nothing (overrides mode)")
+	return cmd
+}
+
+// logLines turns the remediation's human report into log lines (the daemon has no stdout
+// reader).
+type logLines struct{ log zerolog.Logger }
+
+func (l logLines) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		l.log.Info().Msg(line)
+	}
+	return len(p), nil
 }

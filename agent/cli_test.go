@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 	"testing"
 )
 
@@ -269,4 +271,90 @@ func TestCLIConfigNamesCommands(t *testing.T) {
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
+}
+
+// syncBuffer collects a running process's output.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// waitFor polls cond until it holds or 10 s pass: the process under test works on its own
+// clock, so this test waits for its events rather than sleeping a fixed time.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCLIRunDaemon(t *testing.T) {
+	root := cliHost(t)
+	logDir := filepath.Join(root, "var/log/apache2")
+	os.MkdirAll(logDir, 0o755)
+	os.Symlink("../../var/log/apache2", filepath.Join(root, "etc/apache2/logs"))
+	os.WriteFile(filepath.Join(logDir, "error_log"), nil, 0o644)
+	cfgFile := filepath.Join(root, "etc/stapling-agent/config.yaml")
+	os.MkdirAll(filepath.Dir(cfgFile), 0o755)
+	os.WriteFile(cfgFile, []byte("mode: enforce\n"), 0o600)
+
+	cmd := exec.Command(agentBin, "--root", root, "run")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitFor(t, "the daemon to follow error_log", func() bool { return strings.Contains(stderr.String(), "following error_log") })
+
+	w, _ := os.OpenFile(filepath.Join(logDir, "error_log"), os.O_WRONLY|os.O_APPEND, 0o644)
+	defer w.Close()
+	ts := time.Now().Format("Mon Jan 02 15:04:05.000000 2006")
+	for i := 0; i < 3; i++ {
+		fmt.Fprintf(w, "[%s] [ssl:error] [pid %d] (111)Connection refused: [client 1.2.3.4:443] AH01974: could not connect to OCSP responder 'ocsp.example.net'\n", ts, 50+i)
+		fmt.Fprintf(w, "[%s] [ssl:error] [pid %d] AH01941: stapling_renew_response: responder error\n", ts, 50+i)
+	}
+	waitFor(t, "the remediation", func() bool { return strings.Contains(standins(t, root), "restartsrv_httpd") })
+	if !strings.Contains(stderr.String(), `"decision":"remediate"`) || !strings.Contains(stderr.String(), `"cause":"connect_refused"`) {
+		t.Fatalf("no decision line:\n%s", stderr.String())
+	}
+
+	os.WriteFile(cfgFile, []byte("mode: sometimes\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload to be refused", func() bool { return strings.Contains(stderr.String(), "keeping the old configuration") })
+
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %s to stop", d)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("did not stop after SIGTERM")
+	}
+	if n := strings.Count(standins(t, root), "restartsrv_httpd"); n != 1 {
+		t.Fatalf("%d restarts", n)
+	}
 }
