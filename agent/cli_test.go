@@ -9,8 +9,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 )
 
 // agentBin is the stapling-agent binary built once for the CLI tests.
