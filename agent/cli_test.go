@@ -332,8 +332,8 @@ func TestCLIRunDaemon(t *testing.T) {
 		fmt.Fprintf(w, "[%s] [ssl:error] [pid %d] (111)Connection refused: [client 1.2.3.4:443] AH01974: could not connect to OCSP responder 'ocsp.example.net'\n", ts, 50+i)
 		fmt.Fprintf(w, "[%s] [ssl:error] [pid %d] AH01941: stapling_renew_response: responder error\n", ts, 50+i)
 	}
-	waitFor(t, "the remediation", func() bool { return strings.Contains(standins(t, root), "restartsrv_httpd") })
-	if !strings.Contains(stderr.String(), `"decision":"remediate"`) || !strings.Contains(stderr.String(), `"cause":"connect_refused"`) {
+	waitFor(t, "the decision", func() bool { return strings.Contains(stderr.String(), `"decision":"remediate"`) })
+	if !strings.Contains(standins(t, root), "restartsrv_httpd") || !strings.Contains(stderr.String(), `"cause":"connect_refused"`) {
 		t.Fatalf("no decision line:\n%s", stderr.String())
 	}
 

@@ -144,6 +144,18 @@ func (r *Remediator) change(ctx context.Context, action string, dryRun bool) (*R
 	if err != nil {
 		return nil, failed("%v", err)
 	}
+	// An admin may save the include between our read and our write; the write then fails
+	// with ErrChanged and we plan again from the new bytes.
+	for attempt := 1; ; attempt++ {
+		rep, err := r.attempt(ctx, action, unfinished)
+		if !errors.Is(err, apacheconf.ErrChanged) || attempt == 3 {
+			return rep, err
+		}
+		r.Log.Warn().Err(err).Msg("the include changed while we were writing it; planning again")
+	}
+}
+
+func (r *Remediator) attempt(ctx context.Context, action string, unfinished *JournalEntry) (*Report, error) {
 	p, err := r.plan(action)
 	if err != nil {
 		r.journal(action, "refused", err, "")
@@ -176,6 +188,10 @@ func (r *Remediator) change(ctx context.Context, action string, dryRun bool) (*R
 			return nil, failed("%v", err)
 		}
 		if err := p.snap.WriteAtomic(p.next); err != nil {
+			if errors.Is(err, apacheconf.ErrChanged) {
+				r.journal(action, "noop", err, "")
+				return nil, &ExitError{Code: ExitFailed, Err: err}
+			}
 			r.journal(action, "failed", err, "")
 			return nil, failed("write %s: %v (file unchanged)", r.Layout.Include, err)
 		}

@@ -1,6 +1,7 @@
 package apacheconf
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +15,10 @@ import (
 // The suffix is not ".conf", so no `Include dir/*.conf` glob can pick one up.
 const tempPrefix = ".stapling-agent-"
 
+// ErrChanged means the file no longer holds the snapshot's bytes: someone (an admin in WHM's
+// Include Editor) wrote it between our read and our write. Nothing was replaced.
+var ErrChanged = errors.New("changed since it was read")
+
 // FileSnapshot is a file's exact previous state, enough to put it back byte for byte.
 type FileSnapshot struct {
 	Path    string // path on this machine (already under the root)
@@ -23,6 +28,8 @@ type FileSnapshot struct {
 	UID     int
 	GID     int
 	Symlink bool // the path is a symlink; we refuse to replace it
+
+	skipCheck bool // Restore: replace unconditionally
 }
 
 // Snapshot reads path's current bytes, mode and owner. A missing file is a valid snapshot
@@ -90,11 +97,25 @@ func (s *FileSnapshot) WriteAtomic(data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
+	// Compare before replacing, so an edit made since Snapshot is not silently overwritten.
+	// (The window left, between this read and the rename, is microseconds.)
+	if !s.skipCheck && !s.unchanged() {
+		os.Remove(tmp)
+		return fmt.Errorf("%s %w", s.Path, ErrChanged)
+	}
 	if err := os.Rename(tmp, s.Path); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("rename %s to %s: %w", tmp, s.Path, err)
 	}
 	return syncDir(dir)
+}
+
+func (s *FileSnapshot) unchanged() bool {
+	data, err := os.ReadFile(s.Path)
+	if !s.Exists {
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	return err == nil && bytes.Equal(data, s.Data)
 }
 
 // Restore puts the snapshot's bytes back exactly, or removes the file if it did not exist.
@@ -105,7 +126,12 @@ func (s *FileSnapshot) Restore() error {
 		}
 		return syncDir(filepath.Dir(s.Path))
 	}
-	return s.WriteAtomic(s.Data)
+	// Restoring replaces whatever we wrote: no comparison against the old bytes.
+	cur := *s
+	cur.Exists = false
+	cur.Data = nil
+	cur.skipCheck = true
+	return cur.WriteAtomic(s.Data)
 }
 
 func syncDir(dir string) error {

@@ -1,6 +1,7 @@
 package apacheconf
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,5 +90,27 @@ func TestCleanTemps(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Fatal("removed another file's temp")
+	}
+}
+
+// An admin saving the include between our read and our write is not overwritten.
+func TestWriteAtomicRefusesChangedFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "inc.conf")
+	os.WriteFile(p, []byte("old\n"), 0o644)
+	s, _ := Snapshot(p)
+	os.WriteFile(p, []byte("old\nadmin edit\n"), 0o644)
+	if err := s.WriteAtomic([]byte("ours\n")); !errors.Is(err, ErrChanged) {
+		t.Fatalf("err = %v, want ErrChanged", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "old\nadmin edit\n" {
+		t.Fatalf("admin edit lost: %q", b)
+	}
+	missing, _ := Snapshot(filepath.Join(filepath.Dir(p), "new.conf"))
+	os.WriteFile(missing.Path, []byte("created meanwhile\n"), 0o644)
+	if err := missing.WriteAtomic([]byte("ours\n")); !errors.Is(err, ErrChanged) {
+		t.Fatalf("created file overwritten: %v", err)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(p)); len(entries) != 2 {
+		t.Fatalf("temp files left: %v", entries)
 	}
 }

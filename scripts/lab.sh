@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# lab.sh: a real Apache laid out like a cPanel EA4 host under a directory, with its own test CA
+# and an `openssl ocsp` responder, all on 127.0.0.1. The Go end-to-end tests use it; so can you.
+#
+#   scripts/lab.sh up DIR            build the tree, start the responder and Apache
+#   scripts/lab.sh down DIR          stop Apache and the responder
+#   scripts/lab.sh responder start|stop DIR
+#   scripts/lab.sh handshake DIR     one TLS handshake asking for a staple; prints the status
+#
+# Ports: HTTPS_PORT and OCSP_PORT from the environment, else free ones picked at random;
+# written to DIR/lab.env. Needs Debian's apache2 and openssl.
+#
+# The tree is true for Apache (`apache2 -d DIR/etc/apache2`, every path ServerRoot-relative)
+# and for stapling-agent (`--root DIR`): etc/cpanel/ea4/is_ea4, paths.conf, httpd.conf with
+# cPanel's global SSL block, the pre-VirtualHost include, an SSL vhost whose certificate's OCSP
+# URL is the local responder, a Must-Staple vhost (SSLUseStapling on in its own block, as an
+# admin's per-vhost include would), and etc/apache2/logs -> ../../var/log/apache2.
+#
+# Stand-ins for cPanel's scripts (FACTS.md section 5) behave like the real ones:
+#   usr/sbin/apachectl, usr/sbin/httpd  run the real apache2 with this tree's config
+#   usr/local/cpanel/scripts/restartsrv_httpd  graceful restart (start when not running),
+#       hard restart as fallback, exit 1 when Apache does not come back; refuses while
+#       var/cpanel/mgmt_queue/apache_update_no_restart exists, as the real one does. One knob
+#       the real script does not have: DIR/fail-next-restart makes the next call fail once
+#       before touching Apache (a restart that times out), for the rollback tests.
+#   usr/local/cpanel/scripts/rebuildhttpdconf  does nothing: this httpd.conf already
+#       includes every include file.
+set -euo pipefail
+
+cmd=${1:?usage: lab.sh up|down|responder|handshake DIR}
+if [ "$cmd" = responder ]; then
+  action=${2:?usage: lab.sh responder start|stop DIR}
+  dir=${3:?usage: lab.sh responder start|stop DIR}
+else
+  dir=${2:?usage: lab.sh $cmd DIR}
+fi
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 30000))
+    if ! listening "$p"; then echo "$p"; return; fi
+  done
+  echo "lab: no free port" >&2
+  exit 1
+}
+
+# listening PORT: a socket listens on PORT. Read from /proc rather than by connecting: OpenSSL
+# 3.0's `ocsp` server spins forever on a connection closed before it sends a request.
+listening() {
+  local hex
+  hex=$(printf '%04X' "$1")
+  awk -v p=":$hex" '$4 == "0A" && substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+    /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+responder_start() {
+  # shellcheck disable=SC1091
+  . "$dir/lab.env"
+  responder_stop
+  # OpenSSL 3.0's -port takes a number only (it listens on every address); clients here only
+  # ever connect to 127.0.0.1.
+  openssl ocsp -index "$dir/ca/index.txt" -port "$OCSP_PORT" -rsigner "$dir/ca/ca.crt" \
+    -rkey "$dir/ca/ca.key" -CA "$dir/ca/ca.crt" -nmin 60 -ignore_err </dev/null >>"$dir/var/log/ocsp.log" 2>&1 &
+
+  echo $! >"$dir/run/ocsp.pid"
+  for _ in $(seq 100); do
+    listening "$OCSP_PORT" && return 0
+    sleep 0.05
+  done
+  echo "lab: OCSP responder did not start" >&2
+  exit 1
+}
+
+responder_stop() {
+  if [ -f "$dir/run/ocsp.pid" ]; then
+    kill "$(cat "$dir/run/ocsp.pid")" 2>/dev/null || true
+    rm -f "$dir/run/ocsp.pid"
+  fi
+}
+
+build() {
+  local https=${HTTPS_PORT:-$(free_port)} ocsp=${OCSP_PORT:-$(free_port)}
+  printf 'HTTPS_PORT=%s\nOCSP_PORT=%s\n' "$https" "$ocsp" >"$dir/lab.env"
+  mkdir -p "$dir/etc/cpanel/ea4" "$dir/etc/apache2/conf" "$dir/etc/apache2/conf.d/includes" \
+    "$dir/etc/apache2/ssl" "$dir/etc/apache2/run" "$dir/var/log/apache2" "$dir/usr/sbin" \
+    "$dir/usr/local/cpanel/scripts" "$dir/var/cpanel/mgmt_queue" "$dir/ca" "$dir/run"
+  : >"$dir/etc/cpanel/ea4/is_ea4"
+  cat >"$dir/etc/cpanel/ea4/paths.conf" <<'EOF'
+dir_base = /etc/apache2
+dir_conf = /etc/apache2/conf.d
+dir_conf_includes = /etc/apache2/conf.d/includes
+file_conf = /etc/apache2/conf/httpd.conf
+file_error_log = /etc/apache2/logs/error_log
+bin_httpd = /usr/sbin/httpd
+bin_apachectl = /usr/sbin/apachectl
+dir_run = /etc/apache2/run
+EOF
+  ln -sfn ../../var/log/apache2 "$dir/etc/apache2/logs"
+
+  # The CA, an OCSP-enabled server certificate, and a Must-Staple one (TLS Feature
+  # status_request), each in a cPanel-style combined file: certificate, key, CA bundle.
+  (
+    cd "$dir/ca"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 \
+      -subj "/CN=stapling-agent lab CA" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
+    : >index.txt
+    leaf() { # leaf NAME SERIAL EXTRA-EXTENSIONS
+      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
+      printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:%s/\nextendedKeyUsage=serverAuth\n%s\n' \
+        "$1" "$ocsp" "$3" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$2" -days 20 \
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+      local end
+      end=$(date -u -d "$(openssl x509 -in "$1.crt" -noout -enddate | cut -d= -f2)" +%y%m%d%H%M%SZ)
+      printf 'V\t%s\t\t%s\tunknown\t/CN=%s\n' "$end" "$(echo "$2" | tr a-f A-F)" "$1" >>index.txt
+      cat "$1.crt" "$1.key" ca.crt >"$dir/etc/apache2/ssl/$1.combined"
+    }
+    leaf shop.test 5a01 ""
+    leaf mustaple.test 5a02 "tlsfeature=status_request"
+  )
+
+  cat >"$dir/etc/apache2/conf/httpd.conf" <<EOF
+# cPanel EA4 layout, ServerRoot-relative (stapling-agent lab). Started as apache2 -d ROOT/etc/apache2.
+LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so
+LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so
+User www-data
+Group www-data
+DefaultRuntimeDir run
+PidFile run/httpd.pid
+Mutex file:run default
+ErrorLog logs/error_log
+LogLevel warn
+ServerName localhost
+Listen 127.0.0.1:$https
+StartServers 2
+MinSpareServers 1
+MaxSpareServers 3
+Include conf.d/includes/pre_main_global.conf
+
+<IfModule ssl_module>
+    SSLUseStapling On
+    SSLStaplingCache shmcb:stapling_cache_shmcb(256000)
+    SSLStaplingReturnResponderErrors off
+    SSLStaplingErrorCacheTimeout 60
+    SSLStaplingFakeTryLater off
+    SSLStaplingResponderTimeout 3
+    SSLProtocol -all +TLSv1.2 +TLSv1.3
+    SSLSessionCache none
+</IfModule>
+
+IncludeOptional conf.d/*.conf
+Include conf.d/includes/pre_virtualhost_global.conf
+
+<VirtualHost 127.0.0.1:$https>
+    ServerName shop.test
+    DocumentRoot htdocs
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/shop.test.combined
+    </IfModule>
+</VirtualHost>
+
+<VirtualHost 127.0.0.1:$https>
+    ServerName mustaple.test
+    DocumentRoot htdocs
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/mustaple.test.combined
+    </IfModule>
+</VirtualHost>
+
+Include conf.d/includes/post_virtualhost_global.conf
+EOF
+  mkdir -p "$dir/etc/apache2/htdocs"
+  echo ok >"$dir/etc/apache2/htdocs/index.html"
+  : >"$dir/etc/apache2/conf.d/includes/pre_main_global.conf"
+  : >"$dir/etc/apache2/conf.d/includes/post_virtualhost_global.conf"
+  printf '# Pre VirtualHost Include (All Versions)\nKeepAliveTimeout 5\n' >"$dir/etc/apache2/conf.d/includes/pre_virtualhost_global.conf"
+
+  cat >"$dir/usr/sbin/apachectl" <<EOF
+#!/bin/sh
+# Stand-in for EA4's apachectl: the real apache2 on this tree's config.
+exec /usr/sbin/apache2 -d "$dir/etc/apache2" -f conf/httpd.conf "\$@"
+EOF
+  cp "$dir/usr/sbin/apachectl" "$dir/usr/sbin/httpd"
+  cat >"$dir/usr/local/cpanel/scripts/restartsrv_httpd" <<EOF
+#!/bin/bash
+# Stand-in for cPanel's restartsrv_httpd (see lab.sh).
+dir="$dir"
+echo "restartsrv_httpd \$*" >>"\$dir/var/log/restarts.log"
+ctl() { /usr/sbin/apache2 -d "\$dir/etc/apache2" -f conf/httpd.conf "\$@"; }
+if [ -e "\$dir/var/cpanel/mgmt_queue/apache_update_no_restart" ]; then
+  echo "httpd restarts are blocked while Apache is being updated" >&2; exit 1
+fi
+if [ -e "\$dir/fail-next-restart" ]; then
+  rm -f "\$dir/fail-next-restart"; echo "httpd restart timed out" >&2; exit 1
+fi
+running() { [ -f "\$dir/etc/apache2/run/httpd.pid" ] && kill -0 "\$(cat "\$dir/etc/apache2/run/httpd.pid")" 2>/dev/null; }
+serving() { (exec 3<>"/dev/tcp/127.0.0.1/$https") 2>/dev/null; }
+# Up and serving, and still up a moment later (a bad graceful restart kills the parent).
+healthy() {
+  for _ in \$(seq 60); do
+    if running && serving; then sleep 0.3; running && serving && return 0; fi
+    sleep 0.1
+  done
+  return 1
+}
+case "\${1:-}" in
+  --stop) ctl -k stop; exit 0 ;;
+  --status) running && echo "httpd is running" && exit 0; echo "httpd is not running" >&2; exit 1 ;;
+esac
+if running; then
+  gen=\$(stat -c %Y "\$dir/etc/apache2/run/httpd.pid")
+  ctl -k graceful 2>&1 && healthy && { echo "httpd restarted successfully."; exit 0; }
+  echo "graceful restart failed; trying a hard restart" >&2
+  ctl -k stop >/dev/null 2>&1; sleep 0.5
+fi
+ctl -k start 2>&1 && healthy && { echo "httpd started successfully."; exit 0; }
+echo "httpd has failed, please check the logs: \$dir/var/log/apache2/error_log" >&2
+exit 1
+EOF
+  printf '#!/bin/sh\necho "Built /etc/apache2/conf/httpd.conf OK (lab stand-in: nothing to do)"\n' \
+    >"$dir/usr/local/cpanel/scripts/rebuildhttpdconf"
+  chmod 0755 "$dir/usr/sbin/apachectl" "$dir/usr/sbin/httpd" "$dir/usr/local/cpanel/scripts/"*
+  chmod -R a+rX "$dir/etc/apache2/htdocs"
+}
+
+case "$cmd" in
+  up)
+    build
+    responder_start
+    "$dir/usr/local/cpanel/scripts/restartsrv_httpd" >/dev/null
+    . "$dir/lab.env"
+    echo "lab up in $dir: https://127.0.0.1:$HTTPS_PORT (shop.test, mustaple.test), OCSP responder 127.0.0.1:$OCSP_PORT"
+    ;;
+  down)
+    if [ -f "$dir/etc/apache2/run/httpd.pid" ]; then
+      /usr/sbin/apache2 -d "$dir/etc/apache2" -f conf/httpd.conf -k stop 2>/dev/null || true
+      for _ in $(seq 50); do
+        kill -0 "$(cat "$dir/etc/apache2/run/httpd.pid" 2>/dev/null)" 2>/dev/null || break
+        sleep 0.1
+      done
+    fi
+    responder_stop
+    ;;
+  responder)
+    case "$action" in
+      start) responder_start ;;
+      stop) responder_stop ;;
+      *) echo "usage: lab.sh responder start|stop DIR" >&2; exit 2 ;;
+    esac
+    ;;
+  handshake)
+    . "$dir/lab.env"
+    echo | openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername shop.test -status 2>/dev/null |
+      grep -E "OCSP Response Status|Cert Status|OCSP response: no response sent" || true
+    ;;
+  *) echo "usage: lab.sh up|down|responder|handshake DIR" >&2; exit 2 ;;
+esac
