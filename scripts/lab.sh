@@ -13,8 +13,8 @@
 # The tree is true for Apache (`apache2 -d DIR/etc/apache2`, every path ServerRoot-relative)
 # and for stapling-agent (`--root DIR`): etc/cpanel/ea4/is_ea4, paths.conf, httpd.conf with
 # cPanel's global SSL block, the pre-VirtualHost include, an SSL vhost whose certificate's OCSP
-# URL is the local responder, a Must-Staple vhost (SSLUseStapling on in its own block, as an
-# admin's per-vhost include would), and etc/apache2/logs -> ../../var/log/apache2.
+# URL is the local responder, a vhost whose certificate is Must-Staple (TLS Feature
+# status_request), and etc/apache2/logs -> ../../var/log/apache2.
 #
 # Stand-ins for cPanel's scripts (FACTS.md section 5) behave like the real ones:
 #   usr/sbin/apachectl, usr/sbin/httpd  run the real apache2 with this tree's config

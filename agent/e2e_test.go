@@ -1,0 +1,192 @@
+package agent
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// failuresFor makes n real responder failures: handshakes while the responder is down (or
+// hanging), each one a fresh renewal attempt by mod_ssl.
+func (l *lab) failuresFor(n int) []handshake {
+	var hs []handshake
+	for i := 0; i < n; i++ {
+		hs = append(hs, l.handshake("shop.test"))
+	}
+	return hs
+}
+
+func auditJSON(t *testing.T, dir string) (int, map[string]any) {
+	t.Helper()
+	r := runAgent(t, nil, "--root", dir, "audit", "--format", "json")
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("audit JSON: %v\n%s", err, r.stdout)
+	}
+	return r.code, doc
+}
+
+// Scenarios 1 and 5: the incident on a real Apache. The responder refuses connections;
+// mod_ssl writes real AH01974/AH01941 lines; the audit says critical with the right cause and
+// responder; the daemon remediates once; afterwards handshakes succeed, add no AH01941, and
+// the audit says ok with our block.
+func TestE2EIncidentDaemonFixes(t *testing.T) {
+	l := startLab(t)
+	if h := l.handshake("shop.test"); h.err != nil || !h.stapled {
+		t.Fatalf("healthy lab: %+v", h)
+	}
+	l.responderStop()
+	l.restart() // a fresh cache: the next handshakes must fetch a staple
+	for _, h := range l.failuresFor(4) {
+		if h.err != nil {
+			t.Fatalf("handshake during the outage: %v", h.err)
+		}
+	}
+	if n := strings.Count(l.errorLog(), "AH01941"); n < 3 {
+		t.Fatalf("real mod_ssl logged %d AH01941 lines:\n%s", n, l.errorLog())
+	}
+	code, doc := auditJSON(t, l.dir)
+	f := doc["failures"].(map[string]any)
+	if code != 2 || doc["status"] != "critical" || f["by_cause"].(map[string]any)["connect_refused"] == nil ||
+		f["by_responder"].(map[string]any)["127.0.0.1:"+l.ocspPort] == nil {
+		t.Fatalf("audit before: exit %d %v", code, doc["summary"])
+	}
+
+	before := l.restarts()
+	d := l.startDaemon() // replays the failures already logged
+	waitFor(t, "the daemon's remediation", func() bool { return strings.Contains(d.stderr.String(), `"decision":"remediate"`) })
+	if !strings.Contains(d.stderr.String(), `"result":"ok"`) || l.restarts() != before+1 {
+		t.Fatalf("remediation: restarts %d -> %d\n%s", before, l.restarts(), d.stderr.String())
+	}
+	failuresAfterFix := strings.Count(l.errorLog(), "AH01941")
+	for _, h := range l.failuresFor(5) {
+		if h.err != nil || h.stapled {
+			t.Fatalf("handshake after the fix: %+v", h)
+		}
+	}
+	if n := strings.Count(l.errorLog(), "AH01941"); n != failuresAfterFix {
+		t.Fatalf("%d new AH01941 lines after the fix", n-failuresAfterFix)
+	}
+	d.stop(t)
+	if l.restarts() != before+1 {
+		t.Fatal("the daemon restarted Apache more than once")
+	}
+	code, doc = auditJSON(t, l.dir)
+	if st := doc["stapling"].(map[string]any); code != 0 || st["managed_block"] != true || st["effective"] != "off" {
+		t.Fatalf("audit after: exit %d %v", code, doc["summary"])
+	}
+}
+
+// Scenario 1, the delay: a black-holed responder makes every handshake wait the responder
+// timeout (cPanel: 3 s); after remediate, handshakes are fast again.
+func TestE2EHandshakeDelayRemoved(t *testing.T) {
+	l := startLab(t)
+	l.hangResponder()
+	l.restart()
+	slow := l.handshake("shop.test")
+	if slow.err != nil || slow.dur < 2500*time.Millisecond {
+		t.Fatalf("handshake with a hanging responder: %+v (expected to wait ~3 s)", slow)
+	}
+	if r := runAgent(t, nil, "--root", l.dir, "remediate"); r.code != 0 {
+		t.Fatalf("remediate: %+v", r)
+	}
+	for i := 0; i < 3; i++ {
+		fast := l.handshake("shop.test")
+		if fast.err != nil || fast.dur > time.Second || fast.stapled {
+			t.Fatalf("handshake after remediate: %+v (before: %s)", fast, slow.dur)
+		}
+	}
+	t.Logf("handshake with a hanging responder %s; after remediate fast", slow.dur)
+}
+
+// Scenario 2: a healthy responder; good staples; the daemon reads every line and does nothing.
+func TestE2EHealthyResponderNothingHappens(t *testing.T) {
+	l := startLab(t)
+	before := l.restarts()
+	d := l.startDaemon()
+	for i := 0; i < 5; i++ {
+		if h := l.handshake("shop.test"); h.err != nil || !h.stapled {
+			t.Fatalf("handshake %d: %+v", i, h)
+		}
+	}
+	// A healthy responder gives mod_ssl nothing to log, so there is nothing to act on.
+	if strings.Contains(l.errorLog(), "[ssl:error]") {
+		t.Fatalf("errors with a healthy responder:\n%s", l.errorLog())
+	}
+	d.stop(t)
+	if strings.Contains(d.stderr.String(), `"decision"`) || l.restarts() != before {
+		t.Fatalf("the daemon acted on a healthy host:\n%s", d.stderr.String())
+	}
+	if code, doc := auditJSON(t, l.dir); code != 0 {
+		t.Fatalf("audit: %d %v", code, doc["summary"])
+	}
+}
+
+// Scenario 3: an admin planted a syntax error next to our block; the config test fails, the
+// include comes back byte for byte, nothing restarts, Apache keeps serving.
+func TestE2EBrokenIncludeRestored(t *testing.T) {
+	l := startLab(t)
+	inc := filepath.Join(l.dir, ea4Include)
+	planted := l.include() + "ThisIsNotADirective on\n"
+	os.WriteFile(inc, []byte(planted), 0o644)
+	before := l.restarts()
+	r := runAgent(t, nil, "--root", l.dir, "remediate")
+	if r.code != 1 || !strings.Contains(r.stderr, "ThisIsNotADirective") || !strings.Contains(r.stderr, "restored") {
+		t.Fatalf("remediate: %+v", r)
+	}
+	if l.include() != planted || l.restarts() != before {
+		t.Fatalf("include %q, restarts %d -> %d", l.include(), before, l.restarts())
+	}
+	if h := l.handshake("shop.test"); h.err != nil || !h.stapled {
+		t.Fatalf("Apache not serving on the old config: %+v", h)
+	}
+}
+
+// Scenario 4: the restart fails; the include is restored, Apache is restarted on the old
+// config and serves (with stapling, as before), exit 1.
+func TestE2ERestartFailsRollsBack(t *testing.T) {
+	l := startLab(t)
+	original := l.include()
+	os.WriteFile(filepath.Join(l.dir, "fail-next-restart"), nil, 0o644)
+	before := l.restarts()
+	r := runAgent(t, nil, "--root", l.dir, "remediate")
+	if r.code != 1 || !strings.Contains(r.stderr, "restored") || !strings.Contains(r.stderr, "restarted Apache on it") {
+		t.Fatalf("remediate: %+v", r)
+	}
+	if l.include() != original || l.restarts() != before+2 {
+		t.Fatalf("include changed or restarts %d -> %d", before, l.restarts())
+	}
+	if h := l.handshake("shop.test"); h.err != nil || !h.stapled {
+		t.Fatalf("Apache not serving on the old config: %+v", h)
+	}
+}
+
+// Scenario 6: cpanellogd rotates error_log mid-outage (rename, then graceful restart); the
+// daemon still reaches the threshold across both files and acts once.
+func TestE2ERotationDuringOutage(t *testing.T) {
+	l := startLab(t)
+	l.responderStop()
+	l.restart()
+	d := l.startDaemon()
+	before := l.restarts()
+	l.failuresFor(2)
+	logDir := filepath.Join(l.dir, "var/log/apache2")
+	if err := os.Rename(filepath.Join(logDir, "error_log"), filepath.Join(logDir, "error_log.bkup")); err != nil {
+		t.Fatal(err)
+	}
+	l.restart() // cpanellogd's graceful restart: Apache opens a new error_log
+	before++
+	l.failuresFor(2)
+	waitFor(t, "the daemon's remediation", func() bool { return strings.Contains(d.stderr.String(), `"decision":"remediate"`) })
+	l.failuresFor(2)
+	d.stop(t)
+	if n := strings.Count(d.stderr.String(), `"decision":"remediate"`); n != 1 || l.restarts() != before+1 {
+		t.Fatalf("%d remediations, restarts %d -> %d\n%s", n, before, l.restarts(), d.stderr.String())
+	}
+	if !strings.Contains(d.stderr.String(), `"rotations":1`) {
+		t.Fatalf("rotation not seen:\n%s", d.stderr.String())
+	}
+}
