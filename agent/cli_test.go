@@ -21,6 +21,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	os.Chmod(dir, 0o755) // the bad-input tests run it as nobody too
 	agentBin = filepath.Join(dir, "stapling-agent")
 	build := exec.Command("go", "build", "-o", agentBin, "../agent/cmd/stapling-agent")
 	if out, err := build.CombinedOutput(); err != nil {

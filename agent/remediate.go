@@ -126,6 +126,13 @@ func (r *Remediator) change(ctx context.Context, action string, dryRun bool) (*R
 	if dryRun {
 		return r.dryRun(action)
 	}
+	// Refuse bad input before creating or locking anything: a refusal changes nothing on
+	// disk, our state directory included. The same checks run again under the lock.
+	if p, err := r.plan(action); err != nil {
+		return nil, err
+	} else if err := r.guard(p); err != nil {
+		return nil, err
+	}
 	if err := r.State.Ensure(); err != nil {
 		return nil, failed("%v", err)
 	}

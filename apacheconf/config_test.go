@@ -185,3 +185,38 @@ func TestIncludesNamedButMissingFile(t *testing.T) {
 		t.Fatal("an Include inside a vhost counts as global")
 	}
 }
+
+// FuzzReadConfig: any httpd.conf (with includes of itself and of a second file) is read
+// without panicking or hanging, and the summary stays in its vocabulary.
+func FuzzReadConfig(f *testing.F) {
+	f.Add([]byte("SSLUseStapling on\n<VirtualHost *:443>\nSSLEngine on\nSSLUseStapling off\n</VirtualHost>\n"))
+	f.Add([]byte("Include conf/httpd.conf\n"))
+	f.Add([]byte("IncludeOptional conf.d/*.conf\n<IfModule x>\n<VirtualHost a>\n"))
+	f.Add([]byte("</VirtualHost>\n</IfModule>\nServerRoot /x\nInclude \"conf.d/a b.conf\"\n"))
+	f.Fuzz(func(t *testing.T, conf []byte) {
+		root := t.TempDir()
+		writeTree(t, root, map[string]string{
+			"/etc/cpanel/ea4/is_ea4":       "",
+			"/etc/apache2/conf/httpd.conf": string(conf),
+			"/etc/apache2/conf.d/a.conf":   string(conf),
+		})
+		l, err := Detect(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := ReadConfig(l)
+		if err != nil {
+			return
+		}
+		switch c.EffectiveStapling() {
+		case "on", "off", "mixed":
+		default:
+			t.Fatalf("effective %q", c.EffectiveStapling())
+		}
+		for _, v := range c.VHosts {
+			if v.Stapling != "" && v.Stapling != "on" && v.Stapling != "off" {
+				t.Fatalf("vhost stapling %q", v.Stapling)
+			}
+		}
+	})
+}
