@@ -84,6 +84,29 @@ type AuditReport struct {
 	Actions []Action `json:"actions"`
 	// Checks say which parts of the audit worked, like node_exporter's scrape_collector_success.
 	Checks []Check `json:"checks"`
+	// Probe is present with --probe.
+	Probe *ProbeReport `json:"probe,omitempty"`
+}
+
+// addProbe attaches probe results; a responder failing now with the same cause the log shows
+// confirms the diagnosis in the summary.
+func (r *AuditReport) addProbe(p *ProbeReport) {
+	r.Probe = p
+	for _, resp := range p.Responders {
+		if !resp.OK && resp.Cause != "" && r.Failures.ByCause[resp.Cause] > 0 {
+			r.Summary += fmt.Sprintf("; confirmed now: %s fails from this host (%s)", resp.URL, resp.Cause)
+			return
+		}
+	}
+	for _, resp := range p.Responders {
+		if !resp.OK {
+			r.Summary += fmt.Sprintf("; probe: %s fails now (%s)", resp.URL, resp.Cause)
+			return
+		}
+	}
+	if len(p.Responders) > 0 && r.Failures.Total > 0 {
+		r.Summary += "; probe: the responders answer now"
+	}
 }
 
 // EventSummary counts non-outage stapling lines: certificate status problems, and init-time

@@ -6,6 +6,7 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -128,6 +129,7 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		newChangeCmd(g, "revert", "Remove stapling-agent's block from the include, config-test and restart Apache"),
 		newAuditCmd(g),
 		newRunCmd(g),
+		newProbeCmd(g),
 	)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &ExitError{Code: ExitRefused, Err: err}
@@ -136,7 +138,7 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 }
 
 func newChangeCmd(g *globals, action, short string) *cobra.Command {
-	var dryRun bool
+	var dryRun, force bool
 	cmd := &cobra.Command{
 		Use:   action,
 		Short: short,
@@ -147,6 +149,7 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 				return err
 			}
 			r := e.remediator(g.stdout)
+			r.Force = force
 			if action == "remediate" {
 				_, err = r.Remediate(cmd.Context(), dryRun)
 			} else {
@@ -156,6 +159,9 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the exact change and commands, touch nothing")
+	if action == "remediate" {
+		cmd.Flags().BoolVar(&force, "force", false, "turn stapling off even for vhosts serving Must-Staple certificates")
+	}
 	return cmd
 }
 
@@ -251,6 +257,7 @@ func (e *env) remediator(out io.Writer) *Remediator {
 		// The longest another run holds the lock: rebuild, config test and two restarts.
 		LockWait: 4*t + 30*time.Second,
 		Now:      e.now,
+		Verify:   TLSVerifier{Timeout: 10 * time.Second},
 	}
 }
 
@@ -275,6 +282,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 	var (
 		since          time.Duration
 		format, output string
+		probe          bool
 	)
 	// Fleet tooling reads exit codes 0-2 as results; anything that prevents an audit is 3.
 	unknown := func(err error) error { return &ExitError{Code: ExitUnknown, Err: err} }
@@ -307,6 +315,11 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 				state: &State{Dir: apacheconf.HostPath(g.root, cfg.StateDir), now: time.Now},
 				now:   time.Now(), since: since, host: host,
 			})
+			if probe && layout != nil {
+				if cfg, err := apacheconf.ReadConfig(layout); err == nil {
+					rep.addProbe(runProbe(cmd.Context(), sslTargets(layout, cfg), 5*time.Second))
+				}
+			}
 			var buf bytes.Buffer
 			if err := renderAudit(&buf, rep, format); err != nil {
 				return unknown(err)
@@ -327,6 +340,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 	cmd.Flags().DurationVar(&since, "since", 24*time.Hour, "how far back to read error_log")
 	cmd.Flags().StringVar(&format, "format", "text", "output: text, json, nagios or prometheus")
 	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
+	cmd.Flags().BoolVar(&probe, "probe", false, "also probe the SSL vhosts and OCSP responders now (see probe)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
 }
@@ -373,4 +387,72 @@ func (l logLines) Write(p []byte) (int, error) {
 		l.log.Info().Msg(line)
 	}
 	return len(p), nil
+}
+
+func newProbeCmd(g *globals) *cobra.Command {
+	var (
+		targets    []string
+		servername string
+		format     string
+		timeout    time.Duration
+	)
+	unknown := func(err error) error { return &ExitError{Code: ExitUnknown, Err: err} }
+	cmd := &cobra.Command{
+		Use:   "probe [--target HOST:PORT] [--servername NAME] [--format text|json] [--timeout D]",
+		Short: "Show what a client sees on 443 and whether the OCSP responders answer from this host",
+		Long: `probe handshakes with every SSL vhost of the Apache config (or --target): each of TLS 1.0,
+1.1, 1.2 and 1.3 offered alone (accepted, alert, reset, timeout), the default offer's version,
+cipher and time, the staple and its status, the presented certificate (Must-Staple, whether it
+is the configured one, chain verification), and sends a real OCSP request over plain HTTP to
+each responder of the configured certificates, as mod_ssl would.
+
+Exit codes: 0 every target handshakes and every responder answers; 1 otherwise; 3 nothing
+could be probed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "text" && format != "json" {
+				return unknown(fmt.Errorf("unknown --format %q: use text or json", format))
+			}
+			var tg []probeTarget
+			if len(targets) > 0 {
+				for _, t := range targets {
+					tg = append(tg, probeTarget{address: t, servername: servername})
+				}
+			} else {
+				if _, _, err := g.settings(); err != nil {
+					return unknown(err)
+				}
+				l, err := apacheconf.Detect(g.root)
+				if err != nil {
+					return unknown(err)
+				}
+				cfg, err := apacheconf.ReadConfig(l)
+				if err != nil {
+					return unknown(fmt.Errorf("read Apache config: %w", err))
+				}
+				tg = sslTargets(l, cfg)
+			}
+			rep := runProbe(cmd.Context(), tg, timeout)
+			if format == "json" {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				enc.Encode(rep)
+			} else {
+				renderProbeText(g.stdout, rep)
+			}
+			if code := probeExit(rep); code != 0 {
+				if code == ExitUnknown {
+					return unknown(errors.New("nothing to probe: no SSL vhost found and no --target given"))
+				}
+				return &ExitError{Code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&targets, "target", nil, "HOST:PORT to probe instead of the configured SSL vhosts (repeatable)")
+	cmd.Flags().StringVar(&servername, "servername", "", "SNI name for --target")
+	cmd.Flags().StringVar(&format, "format", "text", "output: text or json")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "timeout for each handshake and OCSP request")
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
+	return cmd
 }

@@ -190,3 +190,76 @@ func TestE2ERotationDuringOutage(t *testing.T) {
 		t.Fatalf("rotation not seen:\n%s", d.stderr.String())
 	}
 }
+
+func probeJSON(t *testing.T, args ...string) (int, ProbeReport) {
+	t.Helper()
+	r := runAgent(t, nil, append(args, "probe", "--format", "json")...)
+	var rep ProbeReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("probe JSON: %v\n%s", err, r.stdout)
+	}
+	return r.code, rep
+}
+
+// Issue 6 on the real Apache: protocol versions per SSLProtocol, the staple good with the
+// responder up, none and connect_refused with it down.
+func TestE2EProbe(t *testing.T) {
+	l := startLab(t)
+	l.handshake("shop.test") // let mod_ssl fetch its first staple
+	code, rep := probeJSON(t, "--root", l.dir)
+	if code != 0 || len(rep.Targets) != 1 || len(rep.Responders) != 1 {
+		t.Fatalf("exit %d: %+v", code, rep)
+	}
+	tg := rep.Targets[0]
+	want := map[string]string{"TLS1.0": "alert", "TLS1.1": "alert", "TLS1.2": "accepted", "TLS1.3": "accepted"}
+	for v, w := range want {
+		if tg.Protocols[v] != w {
+			t.Errorf("%s: %s, want %s (SSLProtocol -all +TLSv1.2 +TLSv1.3)", v, tg.Protocols[v], w)
+		}
+	}
+	if !tg.Staple.Present || tg.Staple.CertStatus != "good" || tg.Certificate.MatchesConfigured == nil || !*tg.Certificate.MatchesConfigured ||
+		tg.Certificate.MustStaple || tg.Negotiated.Version != "TLS 1.3" {
+		t.Fatalf("target: %+v", tg)
+	}
+	if r := rep.Responders[0]; !r.OK || r.CertStatus != "good" || r.HTTPStatus != 200 {
+		t.Fatalf("responder: %+v", r)
+	}
+
+	l.responderStop()
+	l.restart()
+	code, rep = probeJSON(t, "--root", l.dir)
+	if code != 1 || rep.Targets[0].Staple.Present || rep.Responders[0].OK || rep.Responders[0].Cause != "connect_refused" {
+		t.Fatalf("responder down: exit %d %+v", code, rep)
+	}
+	if code, _ := probeJSON(t, "--target", "127.0.0.1:"+l.httpsPort, "--servername", "shop.test"); code != 0 {
+		t.Fatalf("--target: exit %d", code)
+	}
+}
+
+// A Must-Staple certificate blocks remediation (Firefox would hard-fail); --force overrides;
+// the verification after the real restart passes and goes to the journal.
+func TestE2EMustStapleGuardAndVerification(t *testing.T) {
+	l := startLab(t, "MUSTSTAPLE=1")
+	original := l.include()
+	before := l.restarts()
+	r := runAgent(t, nil, "--root", l.dir, "remediate")
+	if r.code != 2 || !strings.Contains(r.stderr, "mustaple.test") || !strings.Contains(r.stderr, "Must-Staple") {
+		t.Fatalf("remediate: %+v", r)
+	}
+	if l.include() != original || l.restarts() != before {
+		t.Fatal("a refused remediation changed something")
+	}
+	r = runAgent(t, nil, "--root", l.dir, "remediate", "--force")
+	if r.code != 0 || !strings.Contains(r.stdout, "handshakes before/after:") || !strings.Contains(r.stdout, " shop.test ") {
+		t.Fatalf("remediate --force: %+v", r)
+	}
+	journal, _ := os.ReadFile(filepath.Join(l.dir, DefaultStateDir, "journal.jsonl"))
+	if !strings.Contains(string(journal), `"detail":"handshakes before/after:`) {
+		t.Fatalf("journal lacks the verification:\n%s", journal)
+	}
+	for _, name := range []string{"shop.test", "mustaple.test"} {
+		if h := l.handshake(name); h.err != nil || h.stapled {
+			t.Fatalf("%s after remediate: %+v", name, h)
+		}
+	}
+}

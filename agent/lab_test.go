@@ -45,12 +45,14 @@ func needLab(t *testing.T) {
 	}
 }
 
-func startLab(t *testing.T) *lab {
+func startLab(t *testing.T, labEnv ...string) *lab {
 	t.Helper()
 	needLab(t)
 	dir := t.TempDir()
 	l := &lab{t: t, dir: dir}
-	out, err := exec.Command("../scripts/lab.sh", "up", dir).CombinedOutput()
+	up := exec.Command("../scripts/lab.sh", "up", dir)
+	up.Env = append(os.Environ(), labEnv...)
+	out, err := up.CombinedOutput()
 	t.Cleanup(func() { exec.Command("../scripts/lab.sh", "down", dir).Run() })
 	if err != nil {
 		t.Fatalf("lab up: %v\n%s", err, out)

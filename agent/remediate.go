@@ -3,12 +3,14 @@ package agent
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -28,7 +30,34 @@ type Remediator struct {
 	Out      io.Writer // the human report (stdout)
 	LockWait time.Duration
 	Now      func() time.Time
+	// Force turns stapling off even for vhosts serving Must-Staple certificates (remediate
+	// --force; the daemon never forces).
+	Force bool
+	// Verify, when set, handshakes with the local SSL vhosts before the change and after the
+	// restart; a vhost that served before and fails after triggers the rollback.
+	Verify Verifier
 }
+
+// Verifier handshakes with one SSL vhost.
+type Verifier interface {
+	Handshake(ctx context.Context, t probeTarget) (time.Duration, bool, error) // duration, stapled, error
+}
+
+// TLSVerifier is the real Verifier.
+type TLSVerifier struct{ Timeout time.Duration }
+
+func (v TLSVerifier) Handshake(ctx context.Context, t probeTarget) (time.Duration, bool, error) {
+	c, d, err := dialTLS(ctx, t.address, &tls.Config{ServerName: t.servername, InsecureSkipVerify: true}, v.Timeout)
+	if err != nil {
+		return d, false, err
+	}
+	defer c.Close()
+	return d, len(c.ConnectionState().OCSPResponse) > 0, nil
+}
+
+// maxVerify bounds the handshakes a remediation makes: during an outage each may wait the
+// responder timeout, and a cPanel host can have thousands of vhosts.
+const maxVerify = 10
 
 // Report says what a Remediate or Revert call saw and did, for the daemon and the JSON audit.
 type Report struct {
@@ -80,6 +109,9 @@ type plan struct {
 	changed bool
 	wired   bool
 	after   *apacheconf.Config // the config as it would read with next in place
+	// mustStaple lists SSL vhosts that would lose stapling while serving a Must-Staple
+	// certificate.
+	mustStaple []string
 }
 
 func (r *Remediator) plan(action string) (*plan, error) {
@@ -107,7 +139,38 @@ func (r *Remediator) plan(action string) (*plan, error) {
 	}
 	p.after = cfg
 	p.wired = cfg.Includes(l.Root, l.Include)
+	if action == "remediate" && p.changed {
+		if before, err := apacheconf.ReadConfig(l); err == nil {
+			p.mustStaple = losingMustStaple(l, before, cfg)
+		}
+	}
 	return p, nil
+}
+
+// losingMustStaple names the SSL vhosts whose stapling is on before and off after, and whose
+// certificate is Must-Staple (TLS Feature status_request): Firefox hard-fails on them without
+// a staple (FACTS.md section 4).
+func losingMustStaple(l *apacheconf.Layout, before, after *apacheconf.Config) []string {
+	var out []string
+	for i, v := range before.VHosts {
+		if !v.SSL || v.CertFile == "" || i >= len(after.VHosts) {
+			continue
+		}
+		if !stapling(v, before.Global) || stapling(after.VHosts[i], after.Global) {
+			continue
+		}
+		if cf, err := loadCertFile(l.Path(v.CertFile)); err == nil && mustStaple(cf.leaf) {
+			out = append(out, fmt.Sprintf("%s (%s:%d, %s)", v.Name(), v.File, v.Line, v.CertFile))
+		}
+	}
+	return out
+}
+
+func stapling(v apacheconf.VHost, global string) bool {
+	if v.Stapling != "" {
+		return v.Stapling == "on"
+	}
+	return global == "on"
 }
 
 // Remediate turns stapling off. See the README for the steps; in short: lock, plan, journal
@@ -178,6 +241,10 @@ func (r *Remediator) attempt(ctx context.Context, action string, unfinished *Jou
 		r.say("%s: nothing to do: %s", action, r.noopReason(p))
 		return rep, nil
 	}
+	var vb []handshakeResult
+	if r.Verify != nil {
+		vb = r.handshakes(ctx, p)
+	}
 	if unfinished != nil {
 		rep.Finished = true
 		r.say("%s: finishing an interrupted %s (last step %q at %s)", action, unfinished.Action, unfinished.Step, unfinished.Time.Format(time.RFC3339))
@@ -219,7 +286,28 @@ func (r *Remediator) attempt(ctx context.Context, action string, unfinished *Jou
 	if err := r.testAndRestart(ctx, p, action); err != nil {
 		return nil, err
 	}
-	r.journal(action, "done", nil, rep.Backup)
+	detail := ""
+	if vb != nil {
+		va := r.handshakes(ctx, p)
+		var broken []string
+		detail = "handshakes before/after:"
+		for i, b := range vb {
+			a := va[i]
+			detail += fmt.Sprintf(" %s %s/%s", b.name, b.show(), a.show())
+			if b.err == nil && a.err != nil {
+				broken = append(broken, fmt.Sprintf("%s (%v)", b.name, a.err))
+			}
+			if action == "remediate" && a.err == nil && a.stapled {
+				r.say("%s: note: %s still sends a staple: it turns stapling on itself", action, b.name)
+			}
+		}
+		r.say("%s: %s", action, detail)
+		if len(broken) > 0 {
+			return nil, r.rollback(ctx, p, action, ExitFailed, true,
+				fmt.Errorf("verification failed: served before, fail after the restart: %s", strings.Join(broken, ", ")))
+		}
+	}
+	r.journalDetail(action, "done", rep.Backup, detail)
 	r.say("%s: done: effective OCSP stapling is now %s", action, rep.After)
 	if rep.After == "mixed" {
 		r.say("%s: warning: some SSL vhosts still turn stapling on themselves: %s", action, overrideList(p.after))
@@ -235,6 +323,9 @@ func (r *Remediator) guard(p *plan) error {
 		return refused("%s would not turn stapling off at global scope even with our block (an unclosed container in it?); fix the file by hand", l.Include)
 	case !p.wired && l.Kind == apacheconf.KindEA3:
 		return refused("%s does not include %s; add `Include \"%s\"` before the VirtualHosts by hand (EA3 has no rebuildhttpdconf)", l.HTTPDConf, l.Include, l.Include)
+	case len(p.mustStaple) > 0 && !r.Force:
+		return refused("refusing to turn OCSP stapling off: %d SSL vhost(s) serve a Must-Staple certificate (TLS Feature status_request), which Firefox rejects without a staple: %s; reissue those certificates without Must-Staple, or pass --force",
+			len(p.mustStaple), strings.Join(p.mustStaple, "; "))
 	case p.action == "revert" && p.changed && p.after.EffectiveStapling() != "off" && p.after.StaplingCache == "":
 		// mod_ssl refuses to start with stapling on and no cache (AH01958).
 		return refused("reverting would turn stapling on, but no SSLStaplingCache is configured (Apache would not start: AH01958); configure one first")
@@ -355,6 +446,52 @@ func (r *Remediator) dryRun(action string) (*Report, error) {
 	r.say("would run: %s", strings.Join(r.Cmds.Restart, " "))
 	r.say("effective OCSP stapling would be: %s", rep.After)
 	return rep, nil
+}
+
+type handshakeResult struct {
+	name    string
+	dur     time.Duration
+	stapled bool
+	err     error
+}
+
+func (h handshakeResult) show() string {
+	if h.err != nil {
+		return "failed"
+	}
+	return fmt.Sprintf("%dms", h.dur.Milliseconds())
+}
+
+// handshakes verifies up to maxVerify local SSL vhosts, four at a time.
+func (r *Remediator) handshakes(ctx context.Context, p *plan) []handshakeResult {
+	targets := sslTargets(r.Layout, p.after)
+	if len(targets) > maxVerify {
+		targets = targets[:maxVerify]
+	}
+	out := make([]handshakeResult, len(targets))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			d, st, err := r.Verify.Handshake(ctx, t)
+			out[i] = handshakeResult{name: orDefault(t.servername, t.address), dur: d, stapled: st, err: err}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (r *Remediator) journalDetail(action, step, backup, detail string) {
+	e := r.entry(action, step, nil, backup)
+	e.Detail = detail
+	if err := r.State.Append(e); err != nil {
+		r.Log.Error().Err(err).Str("step", step).Msg("could not write journal")
+	}
+	r.Log.Info().Str("action", action).Str("step", step).Str("file", e.File).Str("detail", detail).Msg("remediation step")
 }
 
 func (r *Remediator) entry(action, step string, err error, backup string) JournalEntry {

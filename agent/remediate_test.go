@@ -410,3 +410,28 @@ func snapshotTree(t *testing.T, dir string) string {
 	})
 	return sb.String()
 }
+
+// fakeVerifier answers handshakes from a script: ok until broken is set.
+type fakeVerifier struct{ broken *bool }
+
+func (v fakeVerifier) Handshake(_ context.Context, t probeTarget) (time.Duration, bool, error) {
+	if *v.broken {
+		return time.Millisecond, false, errors.New("connection reset by peer")
+	}
+	return time.Millisecond, true, nil
+}
+
+// A vhost that served before the change and fails after the restart triggers the rollback.
+func TestRemediateVerificationFailureRollsBack(t *testing.T) {
+	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
+	broken := false
+	f.r.Verify = fakeVerifier{&broken}
+	f.runner.hook["restart"] = func() { broken = !broken } // the new config breaks it; the old one mends it
+	_, err := f.r.Remediate(context.Background(), false)
+	if exitCode(err) != ExitFailed || !strings.Contains(err.Error(), "verification failed") || !strings.Contains(err.Error(), "a.example") {
+		t.Fatalf("err = %v", err)
+	}
+	if f.read(t, ea4Include) != adminBytes || f.runner.names() != "configtest,restart,restart" {
+		t.Fatalf("include %q, ran %s", f.read(t, ea4Include), f.runner.names())
+	}
+}

@@ -13,8 +13,9 @@
 # The tree is true for Apache (`apache2 -d DIR/etc/apache2`, every path ServerRoot-relative)
 # and for stapling-agent (`--root DIR`): etc/cpanel/ea4/is_ea4, paths.conf, httpd.conf with
 # cPanel's global SSL block, the pre-VirtualHost include, an SSL vhost whose certificate's OCSP
-# URL is the local responder, a vhost whose certificate is Must-Staple (TLS Feature
-# status_request), and etc/apache2/logs -> ../../var/log/apache2.
+# URL is the local responder, and etc/apache2/logs -> ../../var/log/apache2. With MUSTSTAPLE=1,
+# a second vhost (conf.d/mustaple.conf) serves a Must-Staple certificate (TLS Feature
+# status_request).
 #
 # Stand-ins for cPanel's scripts (FACTS.md section 5) behave like the real ones:
 #   usr/sbin/apachectl, usr/sbin/httpd  run the real apache2 with this tree's config
@@ -166,6 +167,11 @@ Include conf.d/includes/pre_virtualhost_global.conf
     </IfModule>
 </VirtualHost>
 
+Include conf.d/includes/post_virtualhost_global.conf
+EOF
+  rm -f "$dir/etc/apache2/conf.d/mustaple.conf"
+  if [ "${MUSTSTAPLE:-0}" = 1 ]; then
+    cat >"$dir/etc/apache2/conf.d/mustaple.conf" <<EOF
 <VirtualHost 127.0.0.1:$https>
     ServerName mustaple.test
     DocumentRoot htdocs
@@ -174,9 +180,8 @@ Include conf.d/includes/pre_virtualhost_global.conf
         SSLCertificateFile ssl/mustaple.test.combined
     </IfModule>
 </VirtualHost>
-
-Include conf.d/includes/post_virtualhost_global.conf
 EOF
+  fi
   mkdir -p "$dir/etc/apache2/htdocs"
   echo ok >"$dir/etc/apache2/htdocs/index.html"
   : >"$dir/etc/apache2/conf.d/includes/pre_main_global.conf"
@@ -237,7 +242,7 @@ case "$cmd" in
     responder_start
     "$dir/usr/local/cpanel/scripts/restartsrv_httpd" >/dev/null
     . "$dir/lab.env"
-    echo "lab up in $dir: https://127.0.0.1:$HTTPS_PORT (shop.test, mustaple.test), OCSP responder 127.0.0.1:$OCSP_PORT"
+    echo "lab up in $dir: https://127.0.0.1:$HTTPS_PORT (shop.test; mustaple.test with MUSTSTAPLE=1), OCSP responder 127.0.0.1:$OCSP_PORT"
     ;;
   down)
     if [ -f "$dir/etc/apache2/run/httpd.pid" ]; then

@@ -1,0 +1,470 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/stapling-agent/stapling-agent/apacheconf"
+	"github.com/stapling-agent/stapling-agent/logwatch"
+)
+
+// ProbeSchema versions the probe JSON.
+const ProbeSchema = "stapling-agent/probe/v1"
+
+// oidTLSFeature is the TLS Feature extension (RFC 7633); status_request (5) in it is
+// Must-Staple: Firefox hard-fails when such a certificate comes without a staple.
+var oidTLSFeature = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 24}
+
+type ProbeReport struct {
+	Schema      string            `json:"schema"`
+	GeneratedAt time.Time         `json:"generated_at"`
+	Targets     []TargetResult    `json:"targets"`
+	Responders  []ResponderResult `json:"responders"`
+}
+
+type TargetResult struct {
+	Address    string            `json:"address"`
+	ServerName string            `json:"servername"`
+	VHost      string            `json:"vhost,omitempty"` // file:line of the <VirtualHost>
+	Protocols  map[string]string `json:"protocols"`       // accepted | alert | reset | timeout | error
+	Alerts     map[string]string `json:"alerts,omitempty"`
+	Negotiated struct {
+		Version string `json:"version"`
+		Cipher  string `json:"cipher"`
+	} `json:"negotiated"`
+	HandshakeMS float64 `json:"handshake_ms"`
+	Error       string  `json:"error,omitempty"`
+	Staple      struct {
+		Present    bool       `json:"present"`
+		Status     string     `json:"status"`      // OCSP response status: successful, tryLater, ...
+		CertStatus string     `json:"cert_status"` // good | revoked | unknown
+		NextUpdate *time.Time `json:"next_update"`
+	} `json:"staple"`
+	Certificate struct {
+		Subject           string    `json:"subject"`
+		SANs              []string  `json:"sans"`
+		NotAfter          time.Time `json:"not_after"`
+		OCSPURLs          []string  `json:"ocsp_urls"`
+		MustStaple        bool      `json:"must_staple"`
+		MatchesConfigured *bool     `json:"matches_configured"` // null when nothing is configured for it
+		Chain             string    `json:"chain"`              // "ok" or why verification failed
+	} `json:"certificate"`
+}
+
+type ResponderResult struct {
+	URL        string  `json:"url"`
+	OK         bool    `json:"ok"`
+	LatencyMS  float64 `json:"latency_ms"`
+	HTTPStatus int     `json:"http_status"`
+	OCSPStatus string  `json:"ocsp_status"`
+	CertStatus string  `json:"cert_status"`
+	Cause      string  `json:"cause,omitempty"`
+	Error      string  `json:"error,omitempty"`
+}
+
+// probeTarget is one TLS endpoint to probe and what Apache is configured to serve there.
+type probeTarget struct {
+	address, servername, vhost string
+	configured                 *certFile
+}
+
+// certFile is a cPanel combined certificate file: certificate, key, CA bundle.
+type certFile struct {
+	leaf   *x509.Certificate
+	issuer *x509.Certificate
+}
+
+func loadCertFile(path string) (*certFile, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var certs []*x509.Certificate
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+				certs = append(certs, c)
+			}
+		}
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("%s holds no certificate", path)
+	}
+	cf := &certFile{leaf: certs[0]}
+	for _, c := range certs[1:] {
+		if bytes.Equal(c.RawSubject, cf.leaf.RawIssuer) {
+			cf.issuer = c
+		}
+	}
+	return cf, nil
+}
+
+func mustStaple(c *x509.Certificate) bool {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oidTLSFeature) {
+			var features []int
+			if _, err := asn1.Unmarshal(e.Value, &features); err == nil {
+				for _, f := range features {
+					if f == 5 {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
+}
+
+// sslTargets are the SSL vhosts of the config: `*` and `_default_` mean 127.0.0.1.
+func sslTargets(l *apacheconf.Layout, cfg *apacheconf.Config) []probeTarget {
+	var out []probeTarget
+	seen := map[string]bool{}
+	for _, v := range cfg.VHosts {
+		if !v.SSL || len(v.Addrs) == 0 {
+			continue
+		}
+		host, port, err := net.SplitHostPort(v.Addrs[0])
+		if err != nil {
+			host, port = v.Addrs[0], "443"
+		}
+		if host == "*" || host == "_default_" || host == "" {
+			host = "127.0.0.1"
+		}
+		t := probeTarget{address: net.JoinHostPort(host, port), servername: v.ServerName, vhost: fmt.Sprintf("%s:%d", v.File, v.Line)}
+		if seen[t.address+"|"+t.servername] {
+			continue
+		}
+		seen[t.address+"|"+t.servername] = true
+		if v.CertFile != "" {
+			t.configured, _ = loadCertFile(l.Path(v.CertFile))
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+var tlsVersions = []struct {
+	name string
+	v    uint16
+}{{"TLS1.0", tls.VersionTLS10}, {"TLS1.1", tls.VersionTLS11}, {"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
+
+func dialTLS(ctx context.Context, address string, cfg *tls.Config, timeout time.Duration) (*tls.Conn, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := &tls.Dialer{Config: cfg}
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", address)
+	if err != nil {
+		return nil, time.Since(start), err
+	}
+	return c.(*tls.Conn), time.Since(start), nil
+}
+
+// handshakeOutcome names what a client offering one version sees.
+func handshakeOutcome(err error) (string, string) {
+	var alert tls.AlertError
+	var netErr net.Error
+	switch {
+	case err == nil:
+		return "accepted", ""
+	case errors.As(err, &alert), strings.Contains(err.Error(), "remote error: tls: "):
+		msg := err.Error()
+		if i := strings.Index(msg, "remote error: tls: "); i >= 0 {
+			msg = msg[i+len("remote error: tls: "):]
+		}
+		return "alert", msg
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
+		return "reset", ""
+	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
+		return "timeout", ""
+	}
+	return "error", oneLine(err.Error())
+}
+
+func probeTLS(ctx context.Context, t probeTarget, timeout time.Duration) TargetResult {
+	r := TargetResult{Address: t.address, ServerName: t.servername, VHost: t.vhost, Protocols: map[string]string{}, Alerts: map[string]string{}}
+	for _, v := range tlsVersions {
+		c, _, err := dialTLS(ctx, t.address, &tls.Config{ServerName: t.servername, MinVersion: v.v, MaxVersion: v.v, InsecureSkipVerify: true}, timeout)
+		if c != nil {
+			c.Close()
+		}
+		out, detail := handshakeOutcome(err)
+		r.Protocols[v.name] = out
+		if detail != "" {
+			r.Alerts[v.name] = detail
+		}
+	}
+	// The default offer, as a browser: verification is done below and reported, never fatal.
+	c, dur, err := dialTLS(ctx, t.address, &tls.Config{ServerName: t.servername, InsecureSkipVerify: true}, timeout)
+	r.HandshakeMS = float64(dur.Microseconds()) / 1000
+	if err != nil {
+		r.Error = oneLine(err.Error())
+		return r
+	}
+	defer c.Close()
+	cs := c.ConnectionState()
+	r.Negotiated.Version = tls.VersionName(cs.Version)
+	r.Negotiated.Cipher = tls.CipherSuiteName(cs.CipherSuite)
+	if len(cs.PeerCertificates) == 0 {
+		return r
+	}
+	leaf := cs.PeerCertificates[0]
+	cert := &r.Certificate
+	cert.Subject, cert.SANs, cert.NotAfter, cert.OCSPURLs = leaf.Subject.String(), leaf.DNSNames, leaf.NotAfter.UTC(), leaf.OCSPServer
+	for _, ip := range leaf.IPAddresses {
+		cert.SANs = append(cert.SANs, ip.String())
+	}
+	cert.MustStaple = mustStaple(leaf)
+	if t.configured != nil {
+		m := bytes.Equal(leaf.Raw, t.configured.leaf.Raw)
+		cert.MatchesConfigured = &m
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range cs.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	cert.Chain = "ok"
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: t.servername, Intermediates: inter}); err != nil {
+		cert.Chain = oneLine(err.Error())
+	}
+	if len(cs.OCSPResponse) > 0 {
+		r.Staple.Present = true
+		var issuer *x509.Certificate
+		if len(cs.PeerCertificates) > 1 {
+			issuer = cs.PeerCertificates[1]
+		} else if t.configured != nil {
+			issuer = t.configured.issuer
+		}
+		resp, err := ocsp.ParseResponse(cs.OCSPResponse, issuer)
+		r.Staple.Status, r.Staple.CertStatus = ocspOutcome(resp, err)
+		if resp != nil && !resp.NextUpdate.IsZero() {
+			nu := resp.NextUpdate.UTC()
+			r.Staple.NextUpdate = &nu
+		}
+	}
+	return r
+}
+
+func ocspOutcome(resp *ocsp.Response, err error) (status, cert string) {
+	var re ocsp.ResponseError
+	switch {
+	case errors.As(err, &re):
+		return re.Status.String(), ""
+	case err != nil:
+		return "unparseable", ""
+	}
+	switch resp.Status {
+	case ocsp.Good:
+		return "successful", "good"
+	case ocsp.Revoked:
+		return "successful", "revoked"
+	}
+	return "successful", "unknown"
+}
+
+// probeResponder sends a real OCSP request for leaf over plain HTTP, as mod_ssl does.
+func probeResponder(ctx context.Context, url string, cf *certFile, timeout time.Duration) ResponderResult {
+	r := ResponderResult{URL: url}
+	fail := func(cause logwatch.Cause, err error) ResponderResult {
+		r.Cause, r.Error = string(cause), oneLine(err.Error())
+		return r
+	}
+	if !strings.HasPrefix(url, "http://") {
+		return fail(logwatch.CauseUnspecified, errors.New("mod_ssl fetches OCSP over plain http only"))
+	}
+	if cf.issuer == nil {
+		return fail(logwatch.CauseUnspecified, errors.New("issuer certificate not in the certificate file; cannot build a request"))
+	}
+	body, err := ocsp.CreateRequest(cf.leaf, cf.issuer, &ocsp.RequestOptions{Hash: crypto.SHA1})
+	if err != nil {
+		return fail(logwatch.CauseUnspecified, err)
+	}
+	// Separate dial and header timeouts, so the cause can tell connect from read.
+	tr := &http.Transport{
+		Proxy:                 nil, // mod_ssl ignores proxy environment variables
+		DialContext:           (&net.Dialer{Timeout: timeout}).DialContext,
+		ResponseHeaderTimeout: timeout,
+		DisableKeepAlives:     true,
+	}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fail(logwatch.CauseUnspecified, err)
+	}
+	req.Header.Set("Content-Type", "application/ocsp-request")
+	start := time.Now()
+	resp, err := tr.RoundTrip(req)
+	r.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+	if err != nil {
+		return fail(netCause(err), err)
+	}
+	defer resp.Body.Close()
+	r.HTTPStatus = resp.StatusCode
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fail(logwatch.CauseReadTimeout, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fail(logwatch.CauseHTTPStatus, fmt.Errorf("HTTP %s", resp.Status))
+	}
+	parsed, err := ocsp.ParseResponseForCert(data, cf.leaf, cf.issuer)
+	r.OCSPStatus, r.CertStatus = ocspOutcome(parsed, err)
+	var re ocsp.ResponseError
+	if err != nil && !errors.As(err, &re) {
+		return fail(logwatch.CauseDecodeError, err)
+	}
+	r.OK = err == nil
+	if err != nil {
+		r.Error = oneLine(err.Error())
+	}
+	return r
+}
+
+// netCause maps a transport error to the audit's cause vocabulary.
+func netCause(err error) logwatch.Cause {
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &dnsErr):
+		return logwatch.CauseDNS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return logwatch.CauseConnectRefused
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return logwatch.CauseUnreachable
+	case errors.As(err, &opErr) && opErr.Op == "dial" && opErr.Timeout():
+		return logwatch.CauseConnectTimeout
+	case strings.Contains(err.Error(), "timeout awaiting response headers"):
+		return logwatch.CauseReadTimeout
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return logwatch.CauseEmptyResponse
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return logwatch.CauseReadTimeout
+	}
+	return logwatch.CauseUnspecified
+}
+
+// runProbe probes targets (TLS) and the OCSP URLs of their configured certificates.
+func runProbe(ctx context.Context, targets []probeTarget, timeout time.Duration) *ProbeReport {
+	rep := &ProbeReport{Schema: ProbeSchema, GeneratedAt: time.Now().UTC(), Targets: []TargetResult{}, Responders: []ResponderResult{}}
+	rep.Targets = make([]TargetResult, len(targets))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			rep.Targets[i] = probeTLS(ctx, t, timeout)
+		}()
+	}
+	urls := map[string]*certFile{}
+	for _, t := range targets {
+		if t.configured == nil {
+			continue
+		}
+		for _, u := range t.configured.leaf.OCSPServer {
+			if _, ok := urls[u]; !ok {
+				urls[u] = t.configured
+			}
+		}
+	}
+	keys := make([]string, 0, len(urls))
+	for u := range urls {
+		keys = append(keys, u)
+	}
+	sort.Strings(keys)
+	rep.Responders = make([]ResponderResult, len(keys))
+	for i, u := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep.Responders[i] = probeResponder(ctx, u, urls[u], timeout)
+		}()
+	}
+	wg.Wait()
+	return rep
+}
+
+// probeExit: 0 every target handshakes and every responder answers; 1 otherwise; 3 nothing
+// could be probed.
+func probeExit(rep *ProbeReport) int {
+	if len(rep.Targets) == 0 && len(rep.Responders) == 0 {
+		return ExitUnknown
+	}
+	for _, t := range rep.Targets {
+		if t.Error != "" {
+			return 1
+		}
+	}
+	for _, r := range rep.Responders {
+		if !r.OK {
+			return 1
+		}
+	}
+	return 0
+}
+
+func renderProbeText(w io.Writer, rep *ProbeReport) {
+	for _, t := range rep.Targets {
+		fmt.Fprintf(w, "%s (%s)\n", t.Address, orDefault(t.ServerName, "no SNI"))
+		var ps []string
+		for _, v := range tlsVersions {
+			p := v.name + " " + t.Protocols[v.name]
+			if a := t.Alerts[v.name]; a != "" {
+				p += " (" + a + ")"
+			}
+			ps = append(ps, p)
+		}
+		fmt.Fprintf(w, "  protocols   %s\n", strings.Join(ps, ", "))
+		if t.Error != "" {
+			fmt.Fprintf(w, "  handshake   FAILED after %.0f ms: %s\n", t.HandshakeMS, t.Error)
+			continue
+		}
+		fmt.Fprintf(w, "  handshake   %s %s in %.0f ms\n", t.Negotiated.Version, t.Negotiated.Cipher, t.HandshakeMS)
+		s := "none sent"
+		if t.Staple.Present {
+			s = fmt.Sprintf("%s, certificate %s", t.Staple.Status, orDefault(t.Staple.CertStatus, "?"))
+		}
+		fmt.Fprintf(w, "  staple      %s\n", s)
+		c := t.Certificate
+		match := "not configured here"
+		if c.MatchesConfigured != nil {
+			match = map[bool]string{true: "yes", false: "NO: interception or wrong vhost"}[*c.MatchesConfigured]
+		}
+		fmt.Fprintf(w, "  certificate %s, expires %s, must-staple %s, matches configured: %s\n", c.Subject, c.NotAfter.Format("2006-01-02"), yesNo(c.MustStaple), match)
+		fmt.Fprintf(w, "  chain       %s\n", c.Chain)
+	}
+	for _, r := range rep.Responders {
+		if r.OK {
+			fmt.Fprintf(w, "responder %s: ok in %.0f ms, certificate %s\n", r.URL, r.LatencyMS, r.CertStatus)
+		} else {
+			fmt.Fprintf(w, "responder %s: FAILED (%s) after %.0f ms: %s\n", r.URL, r.Cause, r.LatencyMS, r.Error)
+		}
+	}
+}
