@@ -74,6 +74,9 @@ type AuditReport struct {
 		RemediatedAt  *time.Time `json:"remediated_at,omitempty"`
 		StaplingCache string     `json:"stapling_cache"`
 		Overrides     []Override `json:"overrides"`
+		// MustStaple lists SSL vhosts serving Must-Staple certificates: remediation is
+		// refused while stapling would be turned off for them.
+		MustStaple []Override `json:"must_staple"`
 	} `json:"stapling"`
 	Policy struct {
 		Threshold int        `json:"threshold"`
@@ -177,6 +180,7 @@ func runAudit(in auditInput) *AuditReport {
 	r.CertificateEvents.ByCode, r.InitEvents.ByCode = map[string]int{}, map[string]int{}
 	r.CertificateEvents.Examples, r.InitEvents.Examples = []EventExample{}, []EventExample{}
 	r.Log.Files, r.Stapling.Overrides, r.Actions = []string{}, []Override{}, []Action{}
+	r.Stapling.MustStaple = []Override{}
 	r.Policy.Threshold, r.Policy.Window = in.cfg.Policy.Threshold, shortDur(in.cfg.Policy.Window)
 	r.Stapling.Effective = "unknown"
 
@@ -210,6 +214,14 @@ func runAudit(in auditInput) *AuditReport {
 		r.Stapling.StaplingCache = cfg.StaplingCache
 		for _, v := range cfg.Overrides() {
 			r.Stapling.Overrides = append(r.Stapling.Overrides, Override{File: v.StaplingAt.File, Line: v.StaplingAt.Line, VHost: v.Name(), Value: v.Stapling})
+		}
+		for _, v := range cfg.VHosts {
+			if !v.SSL || v.CertFile == "" {
+				continue
+			}
+			if cf, err := loadCertFile(l.Path(v.CertFile)); err == nil && mustStaple(cf.leaf) {
+				r.Stapling.MustStaple = append(r.Stapling.MustStaple, Override{File: v.File, Line: v.Line, VHost: v.Name(), Value: v.CertFile})
+			}
 		}
 	}
 	include, incErr := os.ReadFile(l.Path(l.Include))
@@ -283,8 +295,14 @@ func (r *AuditReport) decide(in auditInput, include []byte) {
 
 	if r.Policy.WouldAct && on {
 		_, changed := apacheconf.ApplyBlock(include)
-		r.Actions = append(r.Actions, Action{Action: "remediate", Target: l.Include, WouldChange: changed,
-			Reason: fmt.Sprintf("%d responder failures within %s (threshold %d) while stapling is %s", f.MaxInWindow, r.Policy.Window, r.Policy.Threshold, eff)})
+		act := Action{Action: "remediate", Target: l.Include, WouldChange: changed,
+			Reason: fmt.Sprintf("%d responder failures within %s (threshold %d) while stapling is %s", f.MaxInWindow, r.Policy.Window, r.Policy.Threshold, eff)}
+		if n := len(r.Stapling.MustStaple); n > 0 {
+			act.WouldChange = false
+			act.Reason += fmt.Sprintf("; but refused: %d vhost(s) serve Must-Staple certificates (reissue them without Must-Staple, or remediate --force)", n)
+			warnings = append(warnings, "Must-Staple certificates block the automatic fix")
+		}
+		r.Actions = append(r.Actions, act)
 	}
 	if !r.Layout.IncludeWired && eff != "unknown" {
 		act := Action{Action: "rebuild", Target: l.HTTPDConf, WouldChange: true,

@@ -36,6 +36,9 @@ type Config struct {
 		Window    time.Duration `mapstructure:"window"`
 		Cooldown  time.Duration `mapstructure:"cooldown"`
 		MaxPerDay int           `mapstructure:"max_per_day"`
+		// AutoRevertAfter: while stapling is off by our hand, revert once every responder
+		// has answered correctly for this long. 0 (the default) never reverts.
+		AutoRevertAfter time.Duration `mapstructure:"auto_revert_after"`
 	} `mapstructure:"policy"`
 	Commands struct {
 		Timeout    time.Duration `mapstructure:"timeout"`
@@ -46,18 +49,19 @@ type Config struct {
 }
 
 var defaults = map[string]any{
-	"mode":                "enforce",
-	"state_dir":           DefaultStateDir,
-	"log.level":           "info",
-	"log.format":          "",
-	"policy.threshold":    3,
-	"policy.window":       10 * time.Minute,
-	"policy.cooldown":     time.Hour,
-	"policy.max_per_day":  3,
-	"commands.timeout":    120 * time.Second,
-	"commands.configtest": []string{},
-	"commands.restart":    []string{},
-	"commands.rebuild":    []string{},
+	"mode":                     "enforce",
+	"state_dir":                DefaultStateDir,
+	"log.level":                "info",
+	"log.format":               "",
+	"policy.threshold":         3,
+	"policy.window":            10 * time.Minute,
+	"policy.cooldown":          time.Hour,
+	"policy.max_per_day":       3,
+	"policy.auto_revert_after": time.Duration(0),
+	"commands.timeout":         120 * time.Second,
+	"commands.configtest":      []string{},
+	"commands.restart":         []string{},
+	"commands.rebuild":         []string{},
 }
 
 // newViper returns a viper with every key defaulted and bound to STAPLING_AGENT_<KEY>.
@@ -141,6 +145,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("policy.cooldown must not be negative, not %s", c.Policy.Cooldown)
 	case c.Policy.MaxPerDay < 1:
 		return fmt.Errorf("policy.max_per_day must be at least 1, not %d", c.Policy.MaxPerDay)
+	case c.Policy.AutoRevertAfter < 0:
+		return fmt.Errorf("policy.auto_revert_after must not be negative, not %s", c.Policy.AutoRevertAfter)
 	case c.Commands.Timeout <= 0:
 		return fmt.Errorf("commands.timeout must be positive, not %s", c.Commands.Timeout)
 	case c.Log.Format != "" && c.Log.Format != "json" && c.Log.Format != "console":

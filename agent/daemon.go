@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -50,6 +51,11 @@ type Daemon struct {
 
 	lastSeenLog time.Time
 	suppressed  int
+
+	// Auto-revert (policy.auto_revert_after): healthySince is when the responders started
+	// answering correctly without a failure since; probe asks them (tests replace it).
+	healthySince time.Time
+	probe        func(ctx context.Context) []ResponderResult
 	Failures    int64 // counted failures, for tests and the stop line
 	Decisions   []string
 }
@@ -62,7 +68,55 @@ func newDaemon(e *env, rem *Remediator, dryRun bool) *Daemon {
 	}
 	d.counter = newWindowCounter(d.policy())
 	d.follow = &logwatch.Follower{Path: e.layout.Path(e.layout.ErrorLog), OnError: d.followError}
+	d.probe = func(ctx context.Context) []ResponderResult {
+		cfg, err := apacheconf.ReadConfig(d.layout)
+		if err != nil {
+			return nil
+		}
+		return probeResponders(ctx, sslTargets(d.layout, cfg), 10*time.Second)
+	}
 	return d
+}
+
+// autoRevertEvery is how often the responders are asked while stapling is off by our hand.
+const autoRevertEvery = 5 * time.Minute
+
+// checkAutoRevert probes the responders while our block is in place; once all have answered
+// correctly for policy.auto_revert_after, it reverts with the same safety rules as `revert`.
+func (d *Daemon) checkAutoRevert(ctx context.Context) {
+	after := d.cfg.Policy.AutoRevertAfter
+	if after <= 0 || d.mode() != "enforce" {
+		return
+	}
+	inc, err := os.ReadFile(d.layout.Path(d.layout.Include))
+	if err != nil || !apacheconf.InspectInclude(inc).ManagedBlock {
+		d.healthySince = time.Time{}
+		return
+	}
+	now := d.now()
+	res := d.probe(ctx)
+	healthy := len(res) > 0
+	for _, r := range res {
+		healthy = healthy && r.OK
+	}
+	if !healthy {
+		d.healthySince = time.Time{}
+		return
+	}
+	if d.healthySince.IsZero() {
+		d.healthySince = now
+	}
+	if now.Sub(d.healthySince) < after {
+		return
+	}
+	_, err = d.rem.Revert(context.WithoutCancel(ctx), false)
+	d.decision("auto_revert", logwatch.Failure{}, 0,
+		fmt.Sprintf("the responders have answered correctly since %s (policy.auto_revert_after %s)", d.healthySince.Format(time.RFC3339), shortDur(after)), err)
+	d.healthySince = time.Time{}
+	if err == nil {
+		d.cutoff = now.Add(effectGrace)
+		d.counter = newWindowCounter(d.policy())
+	}
 }
 
 func (d *Daemon) policy() Policy {
@@ -139,6 +193,7 @@ func (d *Daemon) handle(ctx context.Context, ev logwatch.Event) {
 		return
 	}
 	d.Failures++
+	d.healthySince = time.Time{}
 	n := d.counter.Add(f.Time)
 	d.logSeen(f, n)
 	if n >= d.cfg.Policy.Threshold {
@@ -204,6 +259,13 @@ func (d *Daemon) remediate(ctx context.Context, f logwatch.Failure, n int, kind 
 	// leave Apache in a worse state than finishing it (the unit's stop timeout still bounds it).
 	_, err := d.rem.Remediate(context.WithoutCancel(ctx), false)
 	d.lastAct = now
+	var ee *ExitError
+	if errors.As(err, &ee) && ee.Code == ExitRefused {
+		// Refused (Must-Staple vhosts, include not wired on EA3, ...): nothing was changed,
+		// so it does not spend the daily budget; the cooldown keeps the report from repeating.
+		d.decision("refused", f, n, "", err)
+		return
+	}
 	d.acts = append(d.acts, now)
 	if err == nil {
 		d.cutoff = now.Add(effectGrace)
@@ -269,6 +331,8 @@ func (d *Daemon) Run(ctx context.Context, reload func() (*Config, error)) error 
 		defer t.Stop()
 		wd = t.C
 	}
+	revertTick := time.NewTicker(autoRevertEvery)
+	defer revertTick.Stop()
 	lastPolls := int64(-1)
 	for {
 		select {
@@ -290,6 +354,8 @@ func (d *Daemon) Run(ctx context.Context, reload func() (*Config, error)) error 
 			d.log.Info().Str("mode", d.mode()).Msg("configuration reloaded")
 		case <-poll.C:
 			d.Poll(ctx)
+		case <-revertTick.C:
+			d.checkAutoRevert(ctx)
 		case <-wd:
 			// Only while the follow loop makes progress: a hung poll stops the pings and
 			// systemd restarts us.

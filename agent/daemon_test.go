@@ -253,3 +253,36 @@ func TestDaemonFinishesInterruptedRemediationAtStart(t *testing.T) {
 		t.Fatalf("decisions %s, ran %s", r.decisions(), r.runner.names())
 	}
 }
+
+func TestDaemonAutoRevert(t *testing.T) {
+	r := newDaemonRig(t, "enforce", "", func(c *Config) { c.Policy.AutoRevertAfter = 30 * time.Minute })
+	healthy := false
+	r.d.probe = func(context.Context) []ResponderResult {
+		return []ResponderResult{{URL: "http://ocsp.example.net/", OK: healthy}}
+	}
+	r.d.Start(context.Background())
+	r.fail(3)
+	r.poll()
+	if r.decisions() != "remediate" {
+		t.Fatalf("decisions %s", r.decisions())
+	}
+	step := func(d time.Duration) { r.clock = r.clock.Add(d); r.d.checkAutoRevert(context.Background()) }
+	step(5 * time.Minute) // still failing
+	healthy = true
+	step(5 * time.Minute) // healthy from now
+	step(20 * time.Minute)
+	if strings.Contains(r.decisions(), "auto_revert") {
+		t.Fatal("reverted before the responders had been healthy for 30m")
+	}
+	r.fail(1) // a failure resets the clock
+	r.poll()
+	step(25 * time.Minute)
+	step(10 * time.Minute)
+	if strings.Contains(r.decisions(), "auto_revert") {
+		t.Fatal("a failure did not reset the healthy period")
+	}
+	step(25 * time.Minute)
+	if !strings.HasSuffix(r.decisions(), "auto_revert") || r.read(t, ea4Include) != adminBytes {
+		t.Fatalf("decisions %s, include %q", r.decisions(), r.read(t, ea4Include))
+	}
+}

@@ -249,6 +249,10 @@ func TestE2EMustStapleGuardAndVerification(t *testing.T) {
 	if l.include() != original || l.restarts() != before {
 		t.Fatal("a refused remediation changed something")
 	}
+	_, doc := auditJSON(t, l.dir)
+	if ms := doc["stapling"].(map[string]any)["must_staple"].([]any); len(ms) != 1 || ms[0].(map[string]any)["vhost"] != "mustaple.test" {
+		t.Fatalf("audit must_staple: %v", ms)
+	}
 	r = runAgent(t, nil, "--root", l.dir, "remediate", "--force")
 	if r.code != 0 || !strings.Contains(r.stdout, "handshakes before/after:") || !strings.Contains(r.stdout, " shop.test ") {
 		t.Fatalf("remediate --force: %+v", r)

@@ -383,6 +383,14 @@ func runProbe(ctx context.Context, targets []probeTarget, timeout time.Duration)
 			rep.Targets[i] = probeTLS(ctx, t, timeout)
 		}()
 	}
+	wg.Wait()
+	rep.Responders = probeResponders(ctx, targets, timeout)
+	return rep
+}
+
+// probeResponders sends one OCSP request to each distinct responder URL of the targets'
+// configured certificates.
+func probeResponders(ctx context.Context, targets []probeTarget, timeout time.Duration) []ResponderResult {
 	urls := map[string]*certFile{}
 	for _, t := range targets {
 		if t.configured == nil {
@@ -399,16 +407,17 @@ func runProbe(ctx context.Context, targets []probeTarget, timeout time.Duration)
 		keys = append(keys, u)
 	}
 	sort.Strings(keys)
-	rep.Responders = make([]ResponderResult, len(keys))
+	out := make([]ResponderResult, len(keys))
+	var wg sync.WaitGroup
 	for i, u := range keys {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep.Responders[i] = probeResponder(ctx, u, urls[u], timeout)
+			out[i] = probeResponder(ctx, u, urls[u], timeout)
 		}()
 	}
 	wg.Wait()
-	return rep
+	return out
 }
 
 // probeExit: 0 every target handshakes and every responder answers; 1 otherwise; 3 nothing
