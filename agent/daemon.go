@@ -56,8 +56,8 @@ type Daemon struct {
 	// answering correctly without a failure since; probe asks them (tests replace it).
 	healthySince time.Time
 	probe        func(ctx context.Context) []ResponderResult
-	Failures    int64 // counted failures, for tests and the stop line
-	Decisions   []string
+	Failures     int64 // counted failures, for tests and the stop line
+	Decisions    []string
 }
 
 func newDaemon(e *env, rem *Remediator, dryRun bool) *Daemon {
