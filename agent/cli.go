@@ -20,6 +20,7 @@ import (
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/cobra/doc"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"golang.org/x/term"
@@ -130,6 +131,16 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		newAuditCmd(g),
 		newRunCmd(g),
 		newProbeCmd(g),
+		&cobra.Command{
+			Use:    "man DIR",
+			Short:  "Write the man pages (section 8) to DIR (used by the package build)",
+			Hidden: true,
+			Args:   cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				hdr := &doc.GenManHeader{Title: "STAPLING-AGENT", Section: "8", Source: "stapling-agent " + AgentVersion()}
+				return doc.GenManTree(cmd.Root(), hdr, args[0])
+			},
+		},
 	)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &ExitError{Code: ExitRefused, Err: err}

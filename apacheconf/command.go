@@ -94,6 +94,10 @@ func (l *Layout) DefaultCommands() Commands {
 	}
 	if (l.Root == "/" || l.Root == "") && systemdBooted() {
 		c.Restart = ViaSystemd(c.Restart)
+		if len(c.Rebuild) > 0 {
+			// rebuildhttpdconf writes httpd.conf, read-only inside the agent's sandbox.
+			c.Rebuild = ViaSystemd(c.Rebuild)
+		}
 	}
 	return c
 }

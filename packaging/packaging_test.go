@@ -1,0 +1,283 @@
+// Package packaging holds the RPM, systemd and Ansible files; this test verifies them
+// offline: the RPM built by scripts/package.sh, the units with systemd-analyze, and the
+// playbooks against localhost with the packaged binary and sample hosts.
+package packaging
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// need skips when a tool is missing, except in CI, where .ci/run installs them all.
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s missing in CI", tool)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+	}
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// built is the RPMs made once for every test: 0.1.0-1 and, for the upgrade, 0.1.1-1.
+var built struct {
+	dist     string
+	v1, v2   string
+	extract  string // v1 unpacked
+	bin      string
+	err      error
+	attempts int
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "stapling-agent-rpm")
+	if err != nil {
+		panic(err)
+	}
+	os.Chmod(dir, 0o755)
+	built.dist = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func packages(t *testing.T) {
+	t.Helper()
+	need(t, "rpm", "rpm2cpio", "cpio")
+	if built.attempts > 0 {
+		if built.err != nil {
+			t.Fatal(built.err)
+		}
+		return
+	}
+	built.attempts++
+	dist := built.dist
+	for _, v := range []string{"0.1.0", "0.1.1"} {
+		cmd := exec.Command("../scripts/package.sh")
+		cmd.Env = append(os.Environ(), "VERSION="+v, "RELEASE=1", "DIST="+dist)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("package.sh %s: %v\n%s", v, err, out)
+			t.Fatal(built.err)
+		}
+	}
+	built.v1 = filepath.Join(dist, "stapling-agent-0.1.0-1.x86_64.rpm")
+	built.v2 = filepath.Join(dist, "stapling-agent-0.1.1-1.x86_64.rpm")
+	built.extract = filepath.Join(dist, "extract")
+	os.Mkdir(built.extract, 0o755)
+	// --no-absolute-filenames: never unpack the package's paths onto this machine.
+	run(t, built.extract, nil, "sh", "-c", "rpm2cpio "+built.v1+" | cpio -idm --no-absolute-filenames --quiet")
+	built.bin = filepath.Join(built.extract, "usr/sbin/stapling-agent")
+}
+
+func TestRPMContentsAndFlags(t *testing.T) {
+	packages(t)
+	files := run(t, "", nil, "rpm", "-qpl", built.v1)
+	for _, want := range []string{
+		"/usr/sbin/stapling-agent", "/usr/lib/systemd/system/stapling-agent.service",
+		"/usr/lib/systemd/system/stapling-agent-audit.service", "/usr/lib/systemd/system/stapling-agent-audit.timer",
+		"/etc/stapling-agent/config.yaml", "/var/lib/stapling-agent", "/etc/ansible/facts.d/stapling_agent.fact",
+		"/usr/share/man/man8/stapling-agent.8.gz", "/usr/share/man/man8/stapling-agent-audit.8.gz",
+		"/usr/share/licenses/stapling-agent/LICENSE",
+	} {
+		if !strings.Contains(files, want+"\n") {
+			t.Errorf("RPM lacks %s", want)
+		}
+	}
+	flags := run(t, "", nil, "rpm", "-qp", "--qf", `[%{FILENAMES} %{FILEFLAGS:fflags} %{FILEMODES:perms}\n]`, built.v1)
+	for _, want := range []string{
+		"/etc/stapling-agent/config.yaml cn -rw-------",
+		"/var/lib/stapling-agent  drwx------",
+		"/usr/sbin/stapling-agent  -rwxr-xr-x",
+		"/etc/ansible/facts.d/stapling_agent.fact  -rwxr-xr-x",
+	} {
+		if !strings.Contains(flags, want+"\n") {
+			t.Errorf("flags: want %q in\n%s", want, flags)
+		}
+	}
+	scripts := run(t, "", nil, "rpm", "-qp", "--scripts", built.v1)
+	for _, want := range []string{"systemctl preset stapling-agent.service", "systemctl --no-reload disable", "systemctl try-restart stapling-agent.service", `[ "$1" -eq 1 ]`, `[ "$1" -eq 0 ]`, `[ "$1" -ge 1 ]`} {
+		if !strings.Contains(scripts, want) {
+			t.Errorf("scriptlets lack %q", want)
+		}
+	}
+	if strings.Contains(scripts, "systemctl start") || strings.Contains(scripts, "enable --now") {
+		t.Error("a scriptlet starts the daemon: installing must never start remediation")
+	}
+	cfg, _ := os.ReadFile(filepath.Join(built.extract, "etc/stapling-agent/config.yaml"))
+	if !regexp.MustCompile(`(?m)^mode: dry-run$`).Match(cfg) {
+		t.Error("the packaged config does not ship dry-run")
+	}
+}
+
+func TestRPMBinaryRuns(t *testing.T) {
+	packages(t)
+	out := run(t, "", nil, built.bin, "version")
+	if !strings.Contains(out, "stapling-agent 0.1.0-1") {
+		t.Fatalf("version: %q", out)
+	}
+	host := filepath.Join(t.TempDir(), "host")
+	run(t, "", nil, "../scripts/sample-host.sh", host)
+	cmd := exec.Command(built.bin, "--root", host, "audit", "--format", "json")
+	b, err := cmd.Output()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(b), `"status": "critical"`) {
+		t.Fatalf("packaged audit of the sample host: %v\n%s", err, b)
+	}
+	if out := run(t, "", nil, "file", built.bin); !strings.Contains(out, "statically linked") {
+		t.Fatalf("not static: %s", out)
+	}
+	fact := run(t, "", nil, filepath.Join(built.extract, "etc/ansible/facts.d/stapling_agent.fact"))
+	if !strings.HasPrefix(fact, "{") || !strings.Contains(fact, `"status"`) {
+		t.Fatalf("fact: %q", fact)
+	}
+}
+
+// rpmlint as a non-root user (as root it would unpack the package onto this machine, nfpm
+// issue #1122), with the filters packaging/rpmlintrc justifies: no errors.
+func TestRPMLint(t *testing.T) {
+	packages(t)
+	need(t, "rpmlint")
+	dir := t.TempDir()
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	for _, f := range []string{built.v1, "rpmlintrc"} {
+		b, _ := os.ReadFile(f)
+		os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644)
+	}
+	cmd := exec.Command("rpmlint", "-r", filepath.Join(dir, "rpmlintrc"), filepath.Join(dir, filepath.Base(built.v1)))
+	cmd.Env = append(os.Environ(), "HOME="+dir)
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		os.Chmod(dir, 0o777)
+	}
+	out, _ := cmd.CombinedOutput()
+	if !strings.Contains(string(out), " 0 errors") {
+		t.Fatalf("rpmlint:\n%s", out)
+	}
+}
+
+// Install and upgrade into a scratch root: an edited config survives (%config(noreplace)).
+func TestRPMInstallUpgradeKeepsEditedConfig(t *testing.T) {
+	packages(t)
+	if os.Geteuid() != 0 {
+		t.Skip("rpm --root needs root")
+	}
+	root := t.TempDir()
+	run(t, "", nil, "rpm", "--root", root, "--initdb")
+	run(t, "", nil, "rpm", "--root", root, "--nodeps", "--noscripts", "-i", built.v1)
+	cfg := filepath.Join(root, "etc/stapling-agent/config.yaml")
+	edited := "mode: enforce\npolicy:\n  threshold: 5\n"
+	if err := os.WriteFile(cfg, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(t, "", nil, "rpm", "--root", root, "--nodeps", "--noscripts", "-U", built.v2)
+	if b, _ := os.ReadFile(cfg); string(b) != edited {
+		t.Fatalf("upgrade replaced the edited config: %q", b)
+	}
+	if q := run(t, "", nil, "rpm", "--root", root, "-q", "stapling-agent"); !strings.Contains(q, "0.1.1-1") {
+		t.Fatalf("installed: %s", q)
+	}
+	info, _ := os.Stat(filepath.Join(root, "var/lib/stapling-agent"))
+	if info == nil || info.Mode().Perm() != 0o700 {
+		t.Fatalf("state dir: %v", info)
+	}
+}
+
+// systemd-analyze verify passes, and the daemon's unit rates 6.0 or better offline.
+func TestSystemdUnits(t *testing.T) {
+	need(t, "systemd-analyze")
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "stapling-agent")
+	run(t, "..", nil, "go", "build", "-o", bin, "./agent/cmd/stapling-agent")
+	var units []string
+	for _, u := range []string{"stapling-agent.service", "stapling-agent-audit.service", "stapling-agent-audit.timer"} {
+		b, _ := os.ReadFile(filepath.Join("systemd", u))
+		// verify checks that ExecStart exists: point it at the binary just built.
+		p := filepath.Join(dir, u)
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(b), "/usr/sbin/stapling-agent", bin)), 0o644)
+		units = append(units, p)
+	}
+	run(t, "", nil, "systemd-analyze", append([]string{"verify", "--man=no"}, units...)...)
+	out := run(t, "", nil, "systemd-analyze", "security", "--offline=yes", units[0])
+	m := regexp.MustCompile(`Overall exposure level for stapling-agent.service: ([0-9.]+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no exposure level:\n%s", out)
+	}
+	if level, _ := strconv.ParseFloat(m[1], 64); level > 6.0 {
+		t.Fatalf("exposure level %.1f, want 6.0 or better", level)
+	}
+	t.Logf("systemd-analyze security: exposure level %s", m[1])
+}
+
+// The fleet playbooks against localhost, with the packaged binary and sample hosts: one with an
+// outage, one remediated, one that is not a cPanel host.
+func TestAnsiblePlaybooks(t *testing.T) {
+	packages(t)
+	need(t, "ansible-playbook")
+	dir := t.TempDir()
+	h1, h2, h3 := filepath.Join(dir, "h1"), filepath.Join(dir, "h2"), filepath.Join(dir, "h3")
+	run(t, "", nil, "../scripts/sample-host.sh", h1)
+	run(t, "", nil, "../scripts/sample-host.sh", h2)
+	run(t, "", nil, built.bin, "--root", h2, "remediate")
+	os.Mkdir(h3, 0o755)
+	inv := filepath.Join(dir, "inventory")
+	os.WriteFile(inv, []byte(fmt.Sprintf("host1 ansible_connection=local stapling_agent_root=%s\nhost2 ansible_connection=local stapling_agent_root=%s\nhost3 ansible_connection=local stapling_agent_root=%s\n", h1, h2, h3)), 0o644)
+	env := []string{"ANSIBLE_NOCOLOR=1", "ANSIBLE_LOCAL_TEMP=" + dir + "/tmp", "ANSIBLE_REMOTE_TEMP=" + dir + "/tmp", "ANSIBLE_HOME=" + dir + "/home"}
+	report := filepath.Join(dir, "report")
+	cmd := exec.Command("ansible-playbook", "-i", inv, "ansible/audit.yml",
+		"-e", "stapling_agent_install=false", "-e", "stapling_agent_bin="+built.bin,
+		"-e", "stapling_agent_report_dir="+report, "-e", "ansible_python_interpreter=/usr/bin/python3")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	// host3 is not a cPanel host: exit 3 from the audit fails it, after the report is written.
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "host3") {
+		t.Fatalf("audit.yml: %v\n%s", err, out)
+	}
+	csv, _ := os.ReadFile(filepath.Join(report, "fleet-report.csv"))
+	want := "host,status,failures,top_cause,top_responder,effective_stapling\n" +
+		"host1,critical,4,connect_timeout,ocsp.sectigo.com,on\n" +
+		"host2,ok,4,connect_timeout,ocsp.sectigo.com,off\n" +
+		"host3,unknown,0,,,unknown\n"
+	if string(csv) != want {
+		t.Fatalf("CSV:\n%s\nwant:\n%s", csv, want)
+	}
+	js, _ := os.ReadFile(filepath.Join(report, "fleet-report.json"))
+	if strings.Count(string(js), `"schema": "stapling-agent/audit/v1"`) != 3 {
+		t.Fatalf("JSON report:\n%s", js)
+	}
+
+	cfg := filepath.Join(dir, "config.yaml")
+	b, _ := os.ReadFile("config.yaml")
+	os.WriteFile(cfg, b, 0o600)
+	cmd = exec.Command("ansible-playbook", "-i", inv, "ansible/enable.yml", "-e", "stapling_agent_enforce_hosts=host1",
+		"-e", "stapling_agent_config="+cfg, "-e", "stapling_agent_manage_service=false", "-e", "ansible_python_interpreter=/usr/bin/python3")
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("enable.yml: %v\n%s", err, out)
+	}
+	got, _ := os.ReadFile(cfg)
+	if !regexp.MustCompile(`(?m)^mode: enforce$`).Match(got) || regexp.MustCompile(`(?m)^mode: dry-run$`).Match(got) {
+		t.Fatalf("config after enable.yml:\n%s", got)
+	}
+}

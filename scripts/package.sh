@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# package.sh: build dist/stapling-agent-<version>-<release>.<arch>.rpm with nfpm v2.45.2, run as
+# a Go tool from tools/go.mod (so it stays out of the product's go.mod), from a static binary.
+#
+#   scripts/package.sh                    # x86_64
+#   ARCHES="x86_64 aarch64" scripts/package.sh
+#   VERSION=0.1.1 RELEASE=2 DIST=/tmp/out scripts/package.sh
+#
+# Static (CGO_ENABLED=0): Debian's glibc is newer than EL7's and EL8's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export VERSION=${VERSION:-$(cat packaging/VERSION)}
+export RELEASE=${RELEASE:-1}
+dist=${DIST:-dist}
+mkdir -p "$dist"
+for arch in ${ARCHES:-x86_64}; do
+  case "$arch" in
+    x86_64) goarch=amd64 ;;
+    aarch64) goarch=arm64 ;;
+    *) echo "package: unknown arch $arch (x86_64, aarch64)" >&2; exit 2 ;;
+  esac
+  ARCH=$arch
+  BUILD=$(mktemp -d)
+  CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath \
+    -ldflags "-s -w -X github.com/stapling-agent/stapling-agent/agent.Version=$VERSION-$RELEASE" \
+    -o "$BUILD/stapling-agent" ./agent/cmd/stapling-agent
+  # Man pages come from the command's own help; build them with a native binary.
+  mkdir -p "$BUILD/man"
+  go run ./agent/cmd/stapling-agent man "$BUILD/man"
+  gzip -9n "$BUILD/man/"*.8
+  # nfpm does not expand variables everywhere (not in contents.src): render the config.
+  for page in "$BUILD"/man/*.8.gz; do
+    printf '  - src: %s\n    dst: /usr/share/man/man8/%s\n    type: doc\n    file_info: {mode: 0644}\n' \
+      "$page" "$(basename "$page")"
+  done >"$BUILD/man.yaml"
+  sed -e "s|\${ARCH}|$ARCH|g; s|\${VERSION}|$VERSION|g; s|\${RELEASE}|$RELEASE|g; s|\${BUILD}|$BUILD|g" \
+    -e "/# MANPAGES/r $BUILD/man.yaml" packaging/nfpm.yaml >"$BUILD/nfpm.yaml"
+  go tool -modfile=tools/go.mod nfpm package --config "$BUILD/nfpm.yaml" --packager rpm --target "$dist/" >&2
+  rm -rf "$BUILD"
+done
+ls "$dist"/stapling-agent-"$VERSION"-"$RELEASE".*.rpm
