@@ -42,6 +42,12 @@ func runAgent(t *testing.T, envv []string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(agentBin, args...)
 	cmd.Env = append(os.Environ(), envv...)
+	return runCmd(t, cmd)
+}
+
+// runCmd runs a prepared command and collects its exit code and output.
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -96,10 +96,12 @@ func (l *lab) restart() {
 func (l *lab) hangResponder() {
 	l.t.Helper()
 	l.responderStop()
-	ln, err := net.Listen("tcp", "127.0.0.1:"+l.ocspPort)
-	if err != nil {
-		l.t.Fatal(err)
-	}
+	var ln net.Listener
+	waitFor(l.t, "the responder's port to be free", func() bool {
+		var err error
+		ln, err = net.Listen("tcp", "127.0.0.1:"+l.ocspPort)
+		return err == nil
+	})
 	var mu sync.Mutex
 	var conns []net.Conn
 	go func() {

@@ -372,18 +372,7 @@ func netCause(err error) logwatch.Cause {
 func runProbe(ctx context.Context, targets []probeTarget, timeout time.Duration) *ProbeReport {
 	rep := &ProbeReport{Schema: ProbeSchema, GeneratedAt: time.Now().UTC(), Targets: []TargetResult{}, Responders: []ResponderResult{}}
 	rep.Targets = make([]TargetResult, len(targets))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			rep.Targets[i] = probeTLS(ctx, t, timeout)
-		}()
-	}
-	wg.Wait()
+	parallel(len(targets), func(i int) { rep.Targets[i] = probeTLS(ctx, targets[i], timeout) })
 	rep.Responders = probeResponders(ctx, targets, timeout)
 	return rep
 }
@@ -408,16 +397,25 @@ func probeResponders(ctx context.Context, targets []probeTarget, timeout time.Du
 	}
 	sort.Strings(keys)
 	out := make([]ResponderResult, len(keys))
+	parallel(len(keys), func(i int) { out[i] = probeResponder(ctx, keys[i], urls[keys[i]], timeout) })
+	return out
+}
+
+// parallel runs fn(0..n-1), four at a time: enough to overlap responder timeouts without
+// hammering a host's Apache or a CA's responder.
+func parallel(n int, fn func(i int)) {
 	var wg sync.WaitGroup
-	for i, u := range keys {
+	sem := make(chan struct{}, 4)
+	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = probeResponder(ctx, u, urls[u], timeout)
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			fn(i)
 		}()
 	}
 	wg.Wait()
-	return out
 }
 
 // probeExit: 0 every target handshakes and every responder answers; 1 otherwise; 3 nothing

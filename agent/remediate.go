@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -469,19 +468,11 @@ func (r *Remediator) handshakes(ctx context.Context, p *plan) []handshakeResult 
 		targets = targets[:maxVerify]
 	}
 	out := make([]handshakeResult, len(targets))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			d, st, err := r.Verify.Handshake(ctx, t)
-			out[i] = handshakeResult{name: orDefault(t.servername, t.address), dur: d, stapled: st, err: err}
-		}()
-	}
-	wg.Wait()
+	parallel(len(targets), func(i int) {
+		t := targets[i]
+		d, st, err := r.Verify.Handshake(ctx, t)
+		out[i] = handshakeResult{name: orDefault(t.servername, t.address), dur: d, stapled: st, err: err}
+	})
 	return out
 }
 

@@ -77,8 +77,22 @@ responder_start() {
 
 responder_stop() {
   if [ -f "$dir/run/ocsp.pid" ]; then
-    kill "$(cat "$dir/run/ocsp.pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$dir/run/ocsp.pid")
+    kill "$pid" 2>/dev/null || true
+    # Return only once the port is free: a test binds it next.
+    for _ in $(seq 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.05
+    done
     rm -f "$dir/run/ocsp.pid"
+  fi
+  if [ -f "$dir/lab.env" ]; then
+    . "$dir/lab.env"
+    for _ in $(seq 100); do
+      listening "$OCSP_PORT" || break
+      sleep 0.05
+    done
   fi
 }
 
