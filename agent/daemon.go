@@ -230,6 +230,11 @@ func (d *Daemon) decide(ctx context.Context, f logwatch.Failure, n int) {
 		d.reportOnce("max_per_day", f, n, fmt.Sprintf("%d remediations in the last 24h (policy.max_per_day %d): only reporting", len(d.acts), d.cfg.Policy.MaxPerDay))
 		return
 	}
+	// Reported "not effective" within the cooldown: say nothing, and skip the config walk
+	// below, which would otherwise run for every failure on a busy host.
+	if t, ok := d.reports["not_effective"]; ok && now.Sub(t) < d.cfg.Policy.Cooldown {
+		return
+	}
 	// Stapling already off at global scope and failures keep coming: a restart cannot help,
 	// unless httpd.conf does not read the include (remediate then rebuilds it in).
 	if inc, err := os.ReadFile(d.layout.Path(d.layout.Include)); err == nil && apacheconf.InspectInclude(inc).StaplingOff {
