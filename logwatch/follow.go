@@ -59,6 +59,7 @@ type Follower struct {
 
 	cur     *tracked
 	retired []*tracked
+	buf     []byte // read buffer, reused across polls
 }
 
 type tracked struct {
@@ -209,7 +210,10 @@ func (fl *Follower) rewritten(t *tracked) bool {
 const readBuf = 256 * 1024
 
 func (fl *Follower) read(t *tracked, fn func([]byte)) {
-	buf := make([]byte, readBuf)
+	if fl.buf == nil {
+		fl.buf = make([]byte, readBuf)
+	}
+	buf := fl.buf
 	for {
 		n, err := t.f.ReadAt(buf, t.off)
 		if n > 0 {
