@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -268,7 +267,7 @@ func runAudit(in auditInput) *AuditReport {
 		wc.Add(f.Time)
 	})
 	for _, f := range st.Files {
-		r.Log.Files = append(r.Log.Files, unroot(l.Root, f))
+		r.Log.Files = append(r.Log.Files, apacheconf.Unroot(l.Root, f))
 	}
 	r.Log.BytesScanned, r.Log.LinesScanned, r.Log.SkippedLines = st.Bytes, st.Lines, st.Skipped
 	r.Failures.MaxInWindow = wc.max
@@ -381,16 +380,6 @@ func lastRemediation(st *State, l *apacheconf.Layout) *time.Time {
 		return &t
 	}
 	return nil
-}
-
-func unroot(root, p string) string {
-	if root == "" || root == "/" {
-		return p
-	}
-	if rel, err := filepath.Rel(root, p); err == nil && !strings.HasPrefix(rel, "..") {
-		return "/" + filepath.ToSlash(rel)
-	}
-	return p
 }
 
 // top is the key with the highest count (ties: alphabetical), "" for an empty map.

@@ -328,7 +328,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 			})
 			if probe && layout != nil {
 				if cfg, err := apacheconf.ReadConfig(layout); err == nil {
-					rep.addProbe(runProbe(cmd.Context(), sslTargets(layout, cfg), 5*time.Second))
+					rep.addProbe(runProbe(cmd.Context(), sslTargets(layout, cfg, 0), 5*time.Second))
 				}
 			}
 			var buf bytes.Buffer
@@ -336,7 +336,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 				return unknown(err)
 			}
 			if output != "" {
-				if err := writeAtomic(output, buf.Bytes(), 0o644); err != nil {
+				if err := apacheconf.WriteFileAtomic(output, buf.Bytes(), 0o644); err != nil {
 					return unknown(err)
 				}
 			} else if _, err := g.stdout.Write(buf.Bytes()); err != nil {
@@ -441,7 +441,7 @@ could be probed.`,
 				if err != nil {
 					return unknown(fmt.Errorf("read Apache config: %w", err))
 				}
-				tg = sslTargets(l, cfg)
+				tg = sslTargets(l, cfg, 0)
 			}
 			rep := runProbe(cmd.Context(), tg, timeout)
 			if format == "json" {

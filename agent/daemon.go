@@ -73,7 +73,7 @@ func newDaemon(e *env, rem *Remediator, dryRun bool) *Daemon {
 		if err != nil {
 			return nil
 		}
-		return probeResponders(ctx, sslTargets(d.layout, cfg), 10*time.Second)
+		return probeResponders(ctx, sslTargets(d.layout, cfg, 0), 10*time.Second)
 	}
 	return d
 }
@@ -232,7 +232,7 @@ func (d *Daemon) decide(ctx context.Context, f logwatch.Failure, n int) {
 	}
 	// Reported "not effective" within the cooldown: say nothing, and skip the config walk
 	// below, which would otherwise run for every failure on a busy host.
-	if t, ok := d.reports["not_effective"]; ok && now.Sub(t) < d.cfg.Policy.Cooldown {
+	if d.recent("not_effective", d.cfg.Policy.Cooldown) {
 		return
 	}
 	// Stapling already off at global scope and failures keep coming: a restart cannot help,
@@ -280,11 +280,25 @@ func (d *Daemon) remediate(ctx context.Context, f logwatch.Failure, n int, kind 
 }
 
 func (d *Daemon) reportOnce(kind string, f logwatch.Failure, n int, detail string) {
-	if t, ok := d.reports[kind]; ok && d.now().Sub(t) < d.cfg.Policy.Cooldown {
-		return
+	if d.due(kind, d.cfg.Policy.Cooldown) {
+		d.decision(kind, f, n, detail, nil)
+	}
+}
+
+// recent reports whether a report of kind was made less than every ago.
+func (d *Daemon) recent(kind string, every time.Duration) bool {
+	t, ok := d.reports[kind]
+	return ok && d.now().Sub(t) < every
+}
+
+// due says whether a report of kind may be made now (none in the last every), and if so
+// marks it made.
+func (d *Daemon) due(kind string, every time.Duration) bool {
+	if d.recent(kind, every) {
+		return false
 	}
 	d.reports[kind] = d.now()
-	d.decision(kind, f, n, detail, nil)
+	return true
 }
 
 // decision writes the one structured line each decision gets.
@@ -304,17 +318,11 @@ func (d *Daemon) decision(kind string, f logwatch.Failure, n int, detail string,
 	ev.Msg("decision")
 }
 
+// followError logs at most once a minute: a missing log is retried every poll.
 func (d *Daemon) followError(err error) {
-	d.reportOnceErr("follow_error", err)
-}
-
-// reportOnceErr logs a follow error at most once a minute: a missing log is retried every poll.
-func (d *Daemon) reportOnceErr(kind string, err error) {
-	if t, ok := d.reports[kind]; ok && d.now().Sub(t) < time.Minute {
-		return
+	if d.due("follow_error", time.Minute) {
+		d.log.Error().Err(err).Msg("cannot read error_log; retrying")
 	}
-	d.reports[kind] = d.now()
-	d.log.Error().Err(err).Msg("cannot read error_log; retrying")
 }
 
 // Run is the daemon's loop: poll, ping the watchdog while polls complete, reload the config on

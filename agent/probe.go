@@ -138,11 +138,16 @@ func mustStaple(c *x509.Certificate) bool {
 	return false
 }
 
-// sslTargets are the SSL vhosts of the config: `*` and `_default_` mean 127.0.0.1.
-func sslTargets(l *apacheconf.Layout, cfg *apacheconf.Config) []probeTarget {
+// sslTargets are the SSL vhosts of the config, at most limit of them (0: all): `*` and
+// `_default_` mean 127.0.0.1. Each configured certificate file is read, so stopping at the
+// limit saves reading thousands on a large host.
+func sslTargets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []probeTarget {
 	var out []probeTarget
 	seen := map[string]bool{}
 	for _, v := range cfg.VHosts {
+		if limit > 0 && len(out) == limit {
+			break
+		}
 		if !v.SSL || len(v.Addrs) == 0 {
 			continue
 		}

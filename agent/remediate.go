@@ -306,7 +306,9 @@ func (r *Remediator) attempt(ctx context.Context, action string, unfinished *Jou
 				fmt.Errorf("verification failed: served before, fail after the restart: %s", strings.Join(broken, ", ")))
 		}
 	}
-	r.journalDetail(action, "done", rep.Backup, detail)
+	done := r.entry(action, "done", nil, rep.Backup)
+	done.Detail = detail
+	r.record(done, nil)
 	r.say("%s: done: effective OCSP stapling is now %s", action, rep.After)
 	if rep.After == "mixed" {
 		r.say("%s: warning: some SSL vhosts still turn stapling on themselves: %s", action, overrideList(p.after))
@@ -463,10 +465,7 @@ func (h handshakeResult) show() string {
 
 // handshakes verifies up to maxVerify local SSL vhosts, four at a time.
 func (r *Remediator) handshakes(ctx context.Context, p *plan) []handshakeResult {
-	targets := sslTargets(r.Layout, p.after)
-	if len(targets) > maxVerify {
-		targets = targets[:maxVerify]
-	}
+	targets := sslTargets(r.Layout, p.after, maxVerify)
 	out := make([]handshakeResult, len(targets))
 	parallel(len(targets), func(i int) {
 		t := targets[i]
@@ -474,15 +473,6 @@ func (r *Remediator) handshakes(ctx context.Context, p *plan) []handshakeResult 
 		out[i] = handshakeResult{name: orDefault(t.servername, t.address), dur: d, stapled: st, err: err}
 	})
 	return out
-}
-
-func (r *Remediator) journalDetail(action, step, backup, detail string) {
-	e := r.entry(action, step, nil, backup)
-	e.Detail = detail
-	if err := r.State.Append(e); err != nil {
-		r.Log.Error().Err(err).Str("step", step).Msg("could not write journal")
-	}
-	r.Log.Info().Str("action", action).Str("step", step).Str("file", e.File).Str("detail", detail).Msg("remediation step")
 }
 
 func (r *Remediator) entry(action, step string, err error, backup string) JournalEntry {
@@ -496,15 +486,21 @@ func (r *Remediator) entry(action, step string, err error, backup string) Journa
 // journal records a step; a journal that cannot be written is logged, not fatal, once the
 // intent is safely recorded.
 func (r *Remediator) journal(action, step string, err error, backup string) {
-	e := r.entry(action, step, err, backup)
+	r.record(r.entry(action, step, err, backup), err)
+}
+
+func (r *Remediator) record(e JournalEntry, err error) {
 	if jerr := r.State.Append(e); jerr != nil {
-		r.Log.Error().Err(jerr).Str("step", step).Msg("could not write journal")
+		r.Log.Error().Err(jerr).Str("step", e.Step).Msg("could not write journal")
 	}
 	ev := r.Log.Info()
 	if err != nil {
 		ev = r.Log.Error().Err(err)
 	}
-	ev.Str("action", action).Str("step", step).Str("file", e.File).Msg("remediation step")
+	if e.Detail != "" {
+		ev = ev.Str("detail", e.Detail)
+	}
+	ev.Str("action", e.Action).Str("step", e.Step).Str("file", e.File).Msg("remediation step")
 }
 
 func (r *Remediator) say(format string, a ...any) {

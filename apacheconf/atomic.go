@@ -68,8 +68,29 @@ func Snapshot(p string) (*FileSnapshot, error) {
 // (or Apache) sees either the old bytes or the new, never a mix; a crash leaves at most a temp
 // file, which CleanTemps removes.
 func (s *FileSnapshot) WriteAtomic(data []byte) error {
-	dir := filepath.Dir(s.Path)
-	f, err := os.CreateTemp(dir, tempPrefix+filepath.Base(s.Path)+".*.tmp")
+	// Compare before replacing, so an edit made since Snapshot is not silently overwritten.
+	// (The window left, between this read and the rename, is microseconds.)
+	check := func() error {
+		if !s.skipCheck && !s.unchanged() {
+			return fmt.Errorf("%s %w", s.Path, ErrChanged)
+		}
+		return nil
+	}
+	return replace(s.Path, data, s.Mode, s.UID, s.GID, check)
+}
+
+// WriteFileAtomic writes data to path the same way, with mode, for files that are ours alone
+// (audit output for node_exporter's textfile collector and the Ansible fact): a reader never
+// sees half a file.
+func WriteFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	return replace(path, data, mode, -1, -1, nil)
+}
+
+// replace writes a temp file beside path (mode, and owner uid:gid when >= 0 and we are root),
+// fsyncs it, runs beforeRename (which may veto), renames it over path and fsyncs the directory.
+func replace(path string, data []byte, mode fs.FileMode, uid, gid int, beforeRename func() error) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, tempPrefix+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("create temp file in %s: %w", dir, err)
 	}
@@ -82,11 +103,11 @@ func (s *FileSnapshot) WriteAtomic(data []byte) error {
 	if _, err := f.Write(data); err != nil {
 		return fail(fmt.Errorf("write %s: %w", tmp, err))
 	}
-	if err := f.Chmod(s.Mode); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		return fail(fmt.Errorf("chmod %s: %w", tmp, err))
 	}
-	if s.UID >= 0 && os.Geteuid() == 0 {
-		if err := f.Chown(s.UID, s.GID); err != nil {
+	if uid >= 0 && os.Geteuid() == 0 {
+		if err := f.Chown(uid, gid); err != nil {
 			return fail(fmt.Errorf("chown %s: %w", tmp, err))
 		}
 	}
@@ -97,15 +118,15 @@ func (s *FileSnapshot) WriteAtomic(data []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("close %s: %w", tmp, err)
 	}
-	// Compare before replacing, so an edit made since Snapshot is not silently overwritten.
-	// (The window left, between this read and the rename, is microseconds.)
-	if !s.skipCheck && !s.unchanged() {
-		os.Remove(tmp)
-		return fmt.Errorf("%s %w", s.Path, ErrChanged)
+	if beforeRename != nil {
+		if err := beforeRename(); err != nil {
+			os.Remove(tmp)
+			return err
+		}
 	}
-	if err := os.Rename(tmp, s.Path); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("rename %s to %s: %w", tmp, s.Path, err)
+		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
 	}
 	return syncDir(dir)
 }

@@ -323,7 +323,7 @@ func (w *walker) expand(host string) ([]string, error) {
 			return nil, fmt.Errorf("include pattern %s: %w", host, err)
 		}
 		for _, p := range m {
-			matches = append(matches, w.unroot(p))
+			matches = append(matches, Unroot(w.l.Root, p))
 		}
 		sort.Strings(matches)
 	} else {
@@ -358,14 +358,14 @@ func (w *walker) expand(host string) ([]string, error) {
 	return out, nil
 }
 
-// unroot turns a path under the root back into a host path.
-func (w *walker) unroot(p string) string {
-	if w.l.Root == "" || w.l.Root == "/" {
+// Unroot turns a path under root back into the host path it stands for (HostPath's inverse);
+// a path outside root is returned unchanged.
+func Unroot(root, p string) string {
+	if root == "" || root == "/" {
 		return p
 	}
-	rel, err := filepath.Rel(w.l.Root, p)
-	if err != nil {
-		return p
+	if rel, err := filepath.Rel(root, p); err == nil && !strings.HasPrefix(rel, "..") {
+		return "/" + filepath.ToSlash(rel)
 	}
-	return "/" + filepath.ToSlash(rel)
+	return p
 }
