@@ -2,7 +2,6 @@ package logwatch
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +15,11 @@ import (
 // latency target (p99 under 1 s) with room to spare, and what mtail settled on.
 const PollInterval = 250 * time.Millisecond
 
-// retireGrace is how many polls a rotated-away file is still read after the new one appears:
-// during a graceful restart, old Apache children keep writing to the old inode until their
-// current request ends.
-const retireGrace = 40 // 10 s at PollInterval
+// RetireGrace is how long a rotated-away file is still read after the new one appears: during
+// a graceful restart, old Apache children keep writing to the old inode until their current
+// request ends. It is time, not a number of polls: inotify wake-ups (Waker) add polls, and a
+// busy log would otherwise close the old file within milliseconds.
+const RetireGrace = 10 * time.Second
 
 // fingerprintLen is how many bytes before our offset we remember to notice a file that was
 // truncated and then regrew past our offset between two polls (its size alone looks normal).
@@ -38,7 +38,7 @@ const fingerprintLen = 64
 // The rules, applied by each Poll (as in mtail's filestream.go):
 //   - The path names a different file (inode) than the one open: rotation (rename as
 //     cpanellogd does, or delete and recreate). The old file is drained to EOF, then kept and
-//     read for retireGrace more polls (old children still write to it), then closed; the new
+//     read for RetireGrace more (old children still write to it), then closed; the new
 //     file is read from its start.
 //   - Before reading: the open file is smaller than our offset, or the bytes just before our
 //     offset changed: truncation (copytruncate, or truncate-then-regrow). A pending partial
@@ -49,11 +49,12 @@ const fingerprintLen = 64
 //   - Any error (missing, unreadable) is reported through OnError and retried on the next
 //     poll; it is never fatal.
 //
-// Lines longer than MaxLineLen are skipped and counted. Counters are safe to read while Run
+// Lines longer than MaxLineLen are skipped and counted. Counters are safe to read while Poll
 // works; tests use them as barriers instead of sleeping.
 type Follower struct {
 	Path    string
-	OnError func(error) // called for each error; nil ignores them
+	OnError func(error)      // called for each error; nil ignores them
+	Now     func() time.Time // the clock for RetireGrace; nil is time.Now
 
 	Opens, Rotations, Truncations, Lines, Skipped, Polls atomic.Int64
 
@@ -69,7 +70,7 @@ type tracked struct {
 	partial []byte
 	skip    bool // inside an over-long line
 	fp      []byte
-	grace   int
+	retire  time.Time // when a rotated-away file is closed
 }
 
 // Start opens the file now (if it exists) at offset start, or at its end when start < 0, and
@@ -110,25 +111,6 @@ func (fl *Follower) open() (*tracked, error) {
 	return &tracked{f: f, info: info}, nil
 }
 
-// Run polls every interval until ctx ends. wake, when not nil, replaces the ticker: each
-// receive is one poll (tests and benchmarks drive it).
-func (fl *Follower) Run(ctx context.Context, interval time.Duration, wake <-chan time.Time, fn func([]byte)) {
-	if wake == nil {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		wake = t.C
-	}
-	defer fl.Close()
-	for {
-		fl.Poll(fn)
-		select {
-		case <-ctx.Done():
-			return
-		case <-wake:
-		}
-	}
-}
-
 // Close releases open files, flushing nothing.
 func (fl *Follower) Close() {
 	for _, t := range fl.retired {
@@ -146,9 +128,10 @@ func (fl *Follower) Poll(fn func([]byte)) {
 	defer fl.Polls.Add(1)
 	// Files rotated away first: their lines are older.
 	kept := fl.retired[:0]
+	now := fl.now()
 	for _, t := range fl.retired {
 		fl.read(t, fn)
-		if t.grace--; t.grace > 0 {
+		if now.Before(t.retire) {
 			kept = append(kept, t)
 			continue
 		}
@@ -188,11 +171,18 @@ func (fl *Follower) Poll(fn func([]byte)) {
 		}
 		fl.Rotations.Add(1)
 		fl.read(t, fn) // lines written between the read above and the stat: old before new
-		t.grace = retireGrace
+		t.retire = fl.now().Add(RetireGrace)
 		fl.retired = append(fl.retired, t)
 		fl.cur = nt
 		fl.read(nt, fn)
 	}
+}
+
+func (fl *Follower) now() time.Time {
+	if fl.Now != nil {
+		return fl.Now()
+	}
+	return time.Now()
 }
 
 // rewritten reports whether the bytes just before our offset are no longer what we read:

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // sink records delivered lines; check asserts lines from..to arrived exactly once each and
@@ -82,7 +83,8 @@ func TestFollowRenameRotation(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "error_log")
 	old := openAppend(t, p)
-	fl := &Follower{Path: p}
+	clock := time.Now()
+	fl := &Follower{Path: p, Now: func() time.Time { return clock }}
 	defer fl.Close()
 	var s sink
 	appendLines(t, old, 1, 50)
@@ -108,9 +110,17 @@ func TestFollowRenameRotation(t *testing.T) {
 	if fl.Rotations.Load() != 1 {
 		t.Fatalf("rotations = %d", fl.Rotations.Load())
 	}
-	for i := 0; i < retireGrace; i++ {
+	// Many polls (inotify wake-ups) within the grace do not close the old file...
+	for i := 0; i < 1000; i++ {
 		fl.Poll(s.add)
 	}
+	appendLines(t, old, 111, 111)
+	clock = clock.Add(RetireGrace - time.Second)
+	fl.Poll(s.add)
+	s.check(t, [2]int{1, 111})
+	// ... the grace's end does.
+	clock = clock.Add(2 * time.Second)
+	fl.Poll(s.add)
 	if len(fl.retired) != 0 {
 		t.Fatal("rotated-away file never closed")
 	}
