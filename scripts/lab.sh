@@ -38,6 +38,21 @@ fi
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
+# apache_pids: every live (not zombie) process running this tree's Apache, found by its
+# arguments in /proc, so a missing or stale pid file does not hide one.
+apache_pids() {
+  local p args state
+  for p in /proc/[0-9]*; do
+    args=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+    case "$args" in
+      *"apache2 -d $dir/etc/apache2 "*)
+        state=$(awk '{ sub(/.*\) /, ""); print $1 }' "$p/stat" 2>/dev/null)
+        [ "$state" = Z ] || echo "${p#/proc/}"
+        ;;
+    esac
+  done
+}
+
 free_port() {
   local p
   for _ in $(seq 200); do
@@ -85,6 +100,14 @@ responder_stop() {
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.05
     done
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.2
+      if kill -0 "$pid" 2>/dev/null; then
+        echo "lab: the OCSP responder ($pid) of $dir is still running" >&2
+        return 1
+      fi
+    fi
     rm -f "$dir/run/ocsp.pid"
   fi
   if [ -f "$dir/lab.env" ]; then
@@ -242,6 +265,7 @@ if running; then
 fi
 ctl -k start 2>&1 && healthy && { echo "httpd started successfully."; exit 0; }
 echo "httpd has failed, please check the logs: \$dir/var/log/apache2/error_log" >&2
+tail -n 5 "\$dir/var/log/apache2/error_log" >&2 2>/dev/null
 exit 1
 EOF
   printf '#!/bin/sh\necho "Built /etc/apache2/conf/httpd.conf OK (lab stand-in: nothing to do)"\n' \
@@ -259,14 +283,31 @@ case "$cmd" in
     echo "lab up in $dir: https://127.0.0.1:$HTTPS_PORT (shop.test; mustaple.test with MUSTSTAPLE=1), OCSP responder 127.0.0.1:$OCSP_PORT"
     ;;
   down)
-    if [ -f "$dir/etc/apache2/run/httpd.pid" ]; then
-      /usr/sbin/apache2 -d "$dir/etc/apache2" -f conf/httpd.conf -k stop 2>/dev/null || true
-      for _ in $(seq 50); do
-        kill -0 "$(cat "$dir/etc/apache2/run/httpd.pid" 2>/dev/null)" 2>/dev/null || break
+    # Stop Apache by its pid, not with `apache2 -k stop`: that parses the config first and
+    # does nothing when a test left a broken directive in it. TERM, then KILL after 10 s, for
+    # every process of this tree (the parent and its children); fail loudly if any survives.
+    rc=0
+    pids=$(apache_pids)
+    if [ -n "$pids" ]; then
+      # shellcheck disable=SC2086
+      kill -TERM $pids 2>/dev/null || true
+      for _ in $(seq 100); do
+        [ -z "$(apache_pids)" ] && break
         sleep 0.1
       done
+      if [ -n "$(apache_pids)" ]; then
+        # shellcheck disable=SC2046
+        kill -KILL $(apache_pids) 2>/dev/null || true
+        sleep 0.5
+      fi
+      if [ -n "$(apache_pids)" ]; then
+        echo "lab: Apache of $dir still running after SIGKILL: $(apache_pids)" >&2
+        rc=1
+      fi
     fi
-    responder_stop
+    rm -f "$dir/etc/apache2/run/httpd.pid"
+    responder_stop || rc=1
+    exit $rc
     ;;
   responder)
     case "$action" in
