@@ -62,8 +62,9 @@ func (r ExecRunner) Run(ctx context.Context, argv []string) ([]byte, error) {
 	cmd.Cancel = func() error { return killGroup(cmd) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
-	if ctx.Err() == context.DeadlineExceeded {
-		err = fmt.Errorf("timed out after %s", r.Timeout)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Keep the cause: callers tell a timeout from a failure with errors.Is.
+		err = fmt.Errorf("timed out after %s: %w", r.Timeout, context.DeadlineExceeded)
 	}
 	if err != nil {
 		return out.Bytes(), &CmdError{Argv: argv, Output: out.Bytes(), Err: err}
@@ -84,7 +85,10 @@ type Commands struct {
 // On a real host (root "/") with systemd as PID 1, the restart runs through PID 1 with
 // systemd-run, so Apache never inherits the agent's sandbox or cgroup (FACTS.md section 8: it
 // would inherit NoNewPrivileges, breaking suexec, and die with our unit).
-func (l *Layout) DefaultCommands() Commands {
+func (l *Layout) DefaultCommands() Commands { return l.defaultCommands(systemdBooted()) }
+
+// defaultCommands is DefaultCommands with sd_booted(3)'s answer given, so both paths are tested.
+func (l *Layout) defaultCommands(booted bool) Commands {
 	c := Commands{
 		ConfigTest: []string{l.Path(l.Apachectl), "-t"},
 		Restart:    []string{l.Path(l.Restart)},
@@ -92,7 +96,7 @@ func (l *Layout) DefaultCommands() Commands {
 	if l.Rebuild != "" {
 		c.Rebuild = []string{l.Path(l.Rebuild)}
 	}
-	if (l.Root == "/" || l.Root == "") && systemdBooted() {
+	if (l.Root == "/" || l.Root == "") && booted {
 		c.Restart = ViaSystemd(c.Restart)
 		if len(c.Rebuild) > 0 {
 			// rebuildhttpdconf writes httpd.conf, read-only inside the agent's sandbox.

@@ -69,13 +69,32 @@ type fileID struct {
 	info fs.FileInfo
 }
 
-// EffectiveStapling summarises what clients get: "on" when stapling is on for every SSL vhost
-// that has it, "off" when no SSL vhost has it, "mixed" when the global value is off but some
-// SSL vhost turns it back on (our fix does not reach it).
-func (c *Config) EffectiveStapling() string {
-	global := c.Global
-	if global == "" {
-		global = "off"
+// Stapling is effective OCSP stapling as clients see it.
+type Stapling string
+
+const (
+	StaplingOn      Stapling = "on"      // on for every SSL vhost
+	StaplingOff     Stapling = "off"     // on for none
+	StaplingMixed   Stapling = "mixed"   // off globally, but some SSL vhost turns it back on: our fix does not reach it
+	StaplingUnknown Stapling = "unknown" // the config could not be read
+)
+
+// StaplingOf reports whether stapling is on for v: its own SSLUseStapling, else the global
+// value it inherits (Apache's default: off). This is the one place the inheritance rule lives.
+func (c *Config) StaplingOf(v VHost) bool {
+	if v.Stapling != "" {
+		return v.Stapling == "on"
+	}
+	return c.Global == "on"
+}
+
+// EffectiveStapling summarises what clients get: on when stapling is on for every SSL vhost
+// that has it, off when no SSL vhost has it, mixed when the global value is off but some SSL
+// vhost turns it back on (our fix does not reach it).
+func (c *Config) EffectiveStapling() Stapling {
+	global := StaplingOff
+	if c.Global == "on" {
+		global = StaplingOn
 	}
 	ssl, on := 0, 0
 	for _, v := range c.VHosts {
@@ -83,7 +102,7 @@ func (c *Config) EffectiveStapling() string {
 			continue
 		}
 		ssl++
-		if v.Stapling == "on" || (v.Stapling == "" && global == "on") {
+		if c.StaplingOf(v) {
 			on++
 		}
 	}
@@ -91,11 +110,11 @@ func (c *Config) EffectiveStapling() string {
 	case ssl == 0:
 		return global
 	case on == 0:
-		return "off"
-	case global == "on":
-		return "on"
+		return StaplingOff
+	case global == StaplingOn:
+		return StaplingOn
 	default:
-		return "mixed"
+		return StaplingMixed
 	}
 }
 

@@ -100,7 +100,7 @@ func TestEffectiveStapling(t *testing.T) {
 		name   string
 		global string
 		vhosts []VHost
-		want   string
+		want   Stapling
 	}{
 		{"apache default", "", nil, "off"},
 		{"global on no vhosts", "on", nil, "on"},
