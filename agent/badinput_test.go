@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
 )
 
 // asNobody runs the agent as an unprivileged user when the test runs as root, so that a file
@@ -65,14 +67,14 @@ func TestBadInputRemediate(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			root := cliHost(t)
 			c.setup(root)
-			before := snapshotTree(t, root)
+			before := fakehost.SnapshotTree(t, root)
 			args := append([]string{"--root", root, "remediate"}, c.args...)
 			var r result
 			if c.nobody {
 				for d := root; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
 					os.Chmod(d, 0o755)
 				}
-				before = snapshotTree(t, root)
+				before = fakehost.SnapshotTree(t, root)
 				r = asNobody(t, args...)
 			} else {
 				r = runAgent(t, nil, args...)
@@ -81,7 +83,7 @@ func TestBadInputRemediate(t *testing.T) {
 				t.Fatalf("exit %d, want %d\n%s", r.code, c.code, r.stderr)
 			}
 			oneLineError(t, r, c.want)
-			if after := snapshotTree(t, root); after != before {
+			if after := fakehost.SnapshotTree(t, root); after != before {
 				t.Fatal("something changed on disk")
 			}
 			if standins(t, root) != "" {

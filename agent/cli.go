@@ -1,6 +1,17 @@
-// Package agent is stapling-agent's policy and wiring: the command line, configuration, the
-// remediation steps and their journal, the audit and the daemon loop. Host knowledge lives in
-// apacheconf, log reading in logwatch; this package decides what to do with them.
+// Package agent is stapling-agent's command line: cobra wiring over the packages below it,
+// and the one place errors become exit codes. Each concern has its own package:
+//
+//	env        the one setup path: flags, configuration, logger, layout, runner, state
+//	config     configuration keys, defaults, validation
+//	policy     the pure decision shared by the daemon and the audit
+//	state      the state directory: lock, journal, backups; the policy's memory
+//	probe      TLS handshakes, OCSP requests, certificate facts (Must-Staple)
+//	remediate  the transaction that changes the include, and Assess (host facts)
+//	audit      the read-only report and its renderers
+//	daemon     the event loop and its worker
+//	escape     untrusted text made safe for output
+//
+// Host knowledge lives in apacheconf, log reading in logwatch.
 package agent
 
 import (
@@ -13,19 +24,22 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
-	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
-	"github.com/spf13/pflag"
-	"github.com/spf13/viper"
-	"golang.org/x/term"
 
+	"github.com/stapling-agent/stapling-agent/agent/audit"
+	"github.com/stapling-agent/stapling-agent/agent/config"
+	"github.com/stapling-agent/stapling-agent/agent/daemon"
+	"github.com/stapling-agent/stapling-agent/agent/env"
+	"github.com/stapling-agent/stapling-agent/agent/escape"
+	"github.com/stapling-agent/stapling-agent/agent/probe"
+	"github.com/stapling-agent/stapling-agent/agent/remediate"
 	"github.com/stapling-agent/stapling-agent/apacheconf"
+	"github.com/stapling-agent/stapling-agent/logwatch"
 )
 
 // Version is set at build time with -ldflags "-X .../agent.Version=1.2.3".
@@ -49,28 +63,53 @@ func AgentVersion() string {
 	return "devel"
 }
 
-// globals are the flags every command shares.
-type globals struct {
-	flags      *pflag.FlagSet // persistent flags, bound again to a fresh viper on reload
-	root       string
-	configFile string
-	v          *viper.Viper
-	stdout     io.Writer
-	stderr     io.Writer
+// Exit codes. remediate, revert, run and config check: 0 done or nothing to do, 1 failed (and
+// rolled back), 2 refused or bad usage/configuration. audit and probe follow Nagios: anything
+// that prevents them is 3.
+const (
+	ExitOK      = 0
+	ExitFailed  = 1
+	ExitRefused = 2
+	ExitUnknown = 3
+)
+
+// exitError gives an error its exit code; a nil Err means the output already said it all
+// (an audit's status).
+type exitError struct {
+	code int
+	err  error
 }
 
-// env is what a command needs once configuration and layout are settled.
-type env struct {
-	cfg    *Config
-	log    zerolog.Logger
-	layout *apacheconf.Layout
-	state  *State
-	now    func() time.Time
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitCode maps an error to the process exit code.
+func exitCode(err error) int {
+	var ee *exitError
+	var re *remediate.Error
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &re) && re.Outcome == remediate.Refused:
+		return ExitRefused
+	case errors.As(err, &re):
+		return ExitFailed
+	case errors.Is(err, config.ErrConfig), errors.Is(err, env.ErrRoot), errors.Is(err, apacheconf.ErrUnknownLayout):
+		return ExitRefused
+	}
+	return ExitFailed
 }
 
 // Main runs the command line and returns the process exit code; main() passes it to os.Exit.
 func Main(args []string, stdout, stderr io.Writer) int {
-	g := &globals{v: newViper(), stdout: stdout, stderr: stderr}
+	g := &globals{stdout: stdout, stderr: stderr}
 	root := newRootCmd(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -78,20 +117,23 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return ExitOK
+	code := exitCode(err)
+	var ee *exitError
+	if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
+		fmt.Fprintf(stderr, "stapling-agent: error: %s\n", escape.Line(err.Error()))
 	}
-	code := ExitRefused // usage errors and bad configuration
-	var ee *ExitError
-	if errors.As(err, &ee) {
-		code = ee.Code
-		if ee.Err == nil { // the output already said it all (audit status)
-			return code
-		}
-	}
-	fmt.Fprintf(stderr, "stapling-agent: error: %s\n", oneLine(err.Error()))
 	return code
 }
+
+// globals are the flags every command shares.
+type globals struct {
+	flags  env.Flags
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// env is the one setup path of every command.
+func (g *globals) env() (*env.Env, error) { return env.Build(g.flags) }
 
 func newRootCmd(g *globals) *cobra.Command {
 	root := &cobra.Command{
@@ -108,13 +150,12 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		SilenceErrors: true,
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.root, "root", "/", "directory every host path and command is resolved under")
-	pf.StringVar(&g.configFile, "config", "", "config file (default "+DefaultConfigFile+" under --root; optional)")
+	pf.StringVar(&g.flags.Root, "root", "/", "directory every host path and command is resolved under")
+	pf.StringVar(&g.flags.ConfigFile, "config", "", "config file (default "+config.DefaultConfigFile+" under --root; optional)")
 	pf.String("log-level", "info", "log level: debug, info, warn, error")
 	pf.String("log-format", "", "log format: json or console (default: console on a terminal, else json)")
 	pf.Duration("command-timeout", 120*time.Second, "timeout for each Apache command (config test, rebuild, restart)")
-	g.flags = pf
-	g.bindFlags()
+	g.flags.Set, g.flags.Stderr = pf, g.stderr
 
 	root.AddCommand(
 		&cobra.Command{
@@ -131,6 +172,7 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		newAuditCmd(g),
 		newRunCmd(g),
 		newProbeCmd(g),
+		newConfigCmd(g),
 		&cobra.Command{
 			Use:    "man DIR",
 			Short:  "Write the man pages (section 8) to DIR (used by the package build)",
@@ -143,7 +185,7 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		},
 	)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return &ExitError{Code: ExitRefused, Err: err}
+		return &exitError{code: ExitRefused, err: err}
 	})
 	return root
 }
@@ -155,11 +197,14 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := g.setup()
+			e, err := g.env()
 			if err != nil {
 				return err
 			}
-			r := e.remediator(g.stdout)
+			r, err := remediate.New(e, g.stdout)
+			if err != nil {
+				return err
+			}
 			r.Force = force
 			if action == "remediate" {
 				_, err = r.Remediate(cmd.Context(), dryRun)
@@ -176,163 +221,40 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 	return cmd
 }
 
-func (g *globals) bindFlags() {
-	g.v.BindPFlag("log.level", g.flags.Lookup("log-level"))
-	g.v.BindPFlag("log.format", g.flags.Lookup("log-format"))
-	g.v.BindPFlag("commands.timeout", g.flags.Lookup("command-timeout"))
-}
-
-// reload reads the configuration again from scratch (SIGHUP).
-func (g *globals) reload() (*Config, error) {
-	g.v = newViper()
-	g.bindFlags()
-	cfg, _, err := g.settings()
-	return cfg, err
-}
-
-// settings loads configuration and sets up logging. It creates nothing.
-func (g *globals) settings() (*Config, zerolog.Logger, error) {
-	file, explicit := g.configFile, g.configFile != ""
-	if !explicit {
-		file = apacheconf.HostPath(g.root, DefaultConfigFile)
-	}
-	cfg, err := loadConfig(g.v, file, explicit)
-	if err != nil {
-		return nil, zerolog.Nop(), err
-	}
-	log, err := newLogger(g.stderr, cfg.Log.Level, cfg.Log.Format)
-	if err != nil {
-		return nil, log, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	if info, err := os.Stat(g.root); err != nil || !info.IsDir() {
-		return nil, log, fmt.Errorf("--root %s is not a directory", g.root)
-	}
-	return cfg, log, nil
-}
-
-// setup loads settings and detects the layout. It creates nothing.
-func (g *globals) setup() (*env, error) {
-	cfg, log, err := g.settings()
-	if err != nil {
-		return nil, &ExitError{Code: ExitRefused, Err: err}
-	}
-	layout, err := apacheconf.Detect(g.root)
-	if err != nil {
-		code := ExitRefused
-		if !errors.Is(err, apacheconf.ErrUnknownLayout) {
-			code = ExitFailed
-		}
-		return nil, &ExitError{Code: code, Err: err}
-	}
-	if layout.PathsConfJunk > 0 {
-		log.Warn().Int("lines", layout.PathsConfJunk).Msg("ignored lines in paths.conf that are not key=value")
-	}
-	now := time.Now
-	return &env{
-		cfg:    cfg,
-		log:    log,
-		layout: layout,
-		state:  &State{Dir: apacheconf.HostPath(g.root, cfg.StateDir), now: now},
-		now:    now,
-	}, nil
-}
-
-func (e *env) commands() apacheconf.Commands {
-	c := e.layout.DefaultCommands()
-	rooted := func(argv []string) []string {
-		out := append([]string(nil), argv...)
-		out[0] = apacheconf.HostPath(e.layout.Root, out[0])
-		return out
-	}
-	if len(e.cfg.Commands.ConfigTest) > 0 {
-		c.ConfigTest = rooted(e.cfg.Commands.ConfigTest)
-	}
-	if len(e.cfg.Commands.Restart) > 0 {
-		c.Restart = rooted(e.cfg.Commands.Restart)
-	}
-	if len(e.cfg.Commands.Rebuild) > 0 {
-		c.Rebuild = rooted(e.cfg.Commands.Rebuild)
-	}
-	return c
-}
-
-func (e *env) remediator(out io.Writer) *Remediator {
-	t := e.cfg.Commands.Timeout
-	return &Remediator{
-		Layout: e.layout,
-		Cmds:   e.commands(),
-		Runner: apacheconf.ExecRunner{Timeout: t},
-		State:  e.state,
-		Log:    e.log,
-		Out:    out,
-		// The longest another run holds the lock: rebuild, config test and two restarts.
-		LockWait: 4*t + 30*time.Second,
-		Now:      e.now,
-		Verify:   TLSVerifier{Timeout: 10 * time.Second},
-	}
-}
-
-func newLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
-	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
-	if err != nil || level == "" {
-		return zerolog.Nop(), fmt.Errorf("log level %q: use debug, info, warn or error", level)
-	}
-	if format == "" {
-		format = "json"
-		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			format = "console"
-		}
-	}
-	if format == "console" {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
-}
-
 func newAuditCmd(g *globals) *cobra.Command {
 	var (
 		since          time.Duration
 		format, output string
-		probe          bool
+		withProbe      bool
 	)
 	// Fleet tooling reads exit codes 0-2 as results; anything that prevents an audit is 3.
-	unknown := func(err error) error { return &ExitError{Code: ExitUnknown, Err: err} }
+	unknown := func(err error) error { return &exitError{code: ExitUnknown, err: err} }
 	cmd := &cobra.Command{
 		Use:   "audit [--since D] [--format text|json|nagios|prometheus] [--output FILE]",
 		Short: "Report stapling failures, config and what the daemon would do; changes nothing",
 		Long: `audit reads error_log (the window --since back from now, into rotated files as needed),
-the Apache configuration and the pre-VirtualHost include, and replays the daemon's policy.
-It never writes Apache files and never runs the config test, rebuild or restart.
+the Apache configuration and the pre-VirtualHost include, and asks the daemon's policy what it
+would decide now, on the same inputs. It never writes Apache files and never runs the config
+test, rebuild or restart.
 
 Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch format {
-			case "text", "json", "nagios", "prometheus":
-			default:
-				return unknown(fmt.Errorf("unknown --format %q: use text, json, nagios or prometheus", format))
+			f, err := audit.ParseFormat(format)
+			if err != nil {
+				return unknown(err)
 			}
 			if since <= 0 {
 				return unknown(fmt.Errorf("--since must be positive, not %s", since))
 			}
-			cfg, _, err := g.settings()
+			e, err := g.env()
 			if err != nil {
 				return unknown(err)
 			}
-			layout, lerr := apacheconf.Detect(g.root)
 			host, _ := os.Hostname()
-			rep := runAudit(auditInput{
-				root: g.root, cfg: cfg, layout: layout, layoutEr: lerr,
-				state: &State{Dir: apacheconf.HostPath(g.root, cfg.StateDir), now: time.Now},
-				now:   time.Now(), since: since, host: host,
-			})
-			if probe && layout != nil {
-				if cfg, err := apacheconf.ReadConfig(layout); err == nil {
-					rep.addProbe(runProbe(cmd.Context(), sslTargets(layout, cfg, 0), 5*time.Second))
-				}
-			}
+			rep := audit.Run(cmd.Context(), e, audit.Options{Since: since, Host: host, Probe: withProbe, ProbeTimeout: 5 * time.Second, Version: AgentVersion()})
 			var buf bytes.Buffer
-			if err := renderAudit(&buf, rep, format); err != nil {
+			if err := audit.Render(&buf, rep, f); err != nil {
 				return unknown(err)
 			}
 			if output != "" {
@@ -342,16 +264,16 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 			} else if _, err := g.stdout.Write(buf.Bytes()); err != nil {
 				return unknown(err)
 			}
-			if code := statusCode[rep.Status]; code != 0 {
-				return &ExitError{Code: code}
+			if code := rep.Status.Code(); code != 0 {
+				return &exitError{code: code}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().DurationVar(&since, "since", 24*time.Hour, "how far back to read error_log")
-	cmd.Flags().StringVar(&format, "format", "text", "output: text, json, nagios or prometheus")
+	cmd.Flags().StringVar(&format, "format", string(audit.Text), "output: text, json, nagios or prometheus")
 	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
-	cmd.Flags().BoolVar(&probe, "probe", false, "also probe the SSL vhosts and OCSP responders now (see probe)")
+	cmd.Flags().BoolVar(&withProbe, "probe", false, "also probe the SSL vhosts and OCSP responders now (see probe)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
 }
@@ -368,36 +290,59 @@ acting it holds off for policy.cooldown, acts at most policy.max_per_day times a
 never restarts Apache while stapling is already off. In dry-run mode (--dry-run, or
 "mode: dry-run") it logs what it would do, once per cooldown, and touches nothing.
 
-systemd: Type=notify (READY=1 once following, WATCHDOG=1 while polls complete, STOPPING=1).
-SIGTERM/SIGINT stop it (a remediation in progress is finished first); SIGHUP reloads the
-configuration and keeps the old one if the new one is bad.`,
+systemd: Type=notify (READY=1 once following, WATCHDOG=1 while reading, STOPPING=1).
+SIGTERM/SIGINT stop it (a remediation in progress is finished first); SIGHUP rebuilds
+everything the configuration drives and keeps the old configuration if the new one is bad.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			e, err := g.setup()
+			// Signal handlers first: READY=1 promises that SIGHUP and SIGTERM are handled.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			e, err := g.env()
 			if err != nil {
 				return err
 			}
-			rem := e.remediator(logLines{e.log})
-			d := newDaemon(e, rem, dryRun)
-			if os.Getenv("NOTIFY_SOCKET") != "" {
-				d.notify = func(state string) { sdaemon.SdNotify(false, state) }
+			d, err := daemon.New(e, dryRun, g.env)
+			if err != nil {
+				return err
 			}
-			return d.Run(cmd.Context(), g.reload)
+			if os.Getenv("NOTIFY_SOCKET") != "" {
+				d.Notify = func(s string) { sdaemon.SdNotify(false, s) }
+			}
+			ticks, stop := realTicks(e)
+			defer stop()
+			return d.Run(cmd.Context(), ticks, hup)
 		},
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "log what would be done, touch nothing (overrides mode)")
 	return cmd
 }
 
-// logLines turns the remediation's human report into log lines (the daemon has no stdout
-// reader).
-type logLines struct{ log zerolog.Logger }
-
-func (l logLines) Write(p []byte) (int, error) {
-	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		l.log.Info().Msg(line)
+// realTicks are the daemon's tickers: the poll, inotify wake-ups when available (polling
+// stays the truth and the fallback), the watchdog at a quarter of WatchdogSec (so one late
+// tick never lets half of it pass without a ping), and the auto-revert check.
+func realTicks(e *env.Env) (daemon.Ticks, func()) {
+	poll := time.NewTicker(logwatch.PollInterval)
+	revert := time.NewTicker(daemon.AutoRevertEvery)
+	stops := []func(){poll.Stop, revert.Stop}
+	t := daemon.Ticks{Poll: poll.C, Revert: revert.C}
+	if w, err := logwatch.NewWaker(e.Layout.Path(e.Layout.ErrorLog)); err == nil {
+		t.Wake = w.C()
+		stops = append(stops, func() { _ = w.Close() }) // at exit: nothing left to tell
+	} else {
+		e.Log.Warn().Err(err).Msg("no inotify wake-ups; polling only")
 	}
-	return len(p), nil
+	if every, err := sdaemon.SdWatchdogEnabled(false); err == nil && every > 0 {
+		wd := time.NewTicker(every / 4)
+		t.Watchdog = wd.C
+		stops = append(stops, wd.Stop)
+	}
+	return t, func() {
+		for _, s := range stops {
+			s()
+		}
+	}
 }
 
 func newProbeCmd(g *globals) *cobra.Command {
@@ -407,7 +352,7 @@ func newProbeCmd(g *globals) *cobra.Command {
 		format     string
 		timeout    time.Duration
 	)
-	unknown := func(err error) error { return &ExitError{Code: ExitUnknown, Err: err} }
+	unknown := func(err error) error { return &exitError{code: ExitUnknown, err: err} }
 	cmd := &cobra.Command{
 		Use:   "probe [--target HOST:PORT] [--servername NAME] [--format text|json] [--timeout D]",
 		Short: "Show what a client sees on 443 and whether the OCSP responders answer from this host",
@@ -424,16 +369,17 @@ could be probed.`,
 			if format != "text" && format != "json" {
 				return unknown(fmt.Errorf("unknown --format %q: use text or json", format))
 			}
-			var tg []probeTarget
+			var tg []probe.Target
 			if len(targets) > 0 {
 				for _, t := range targets {
-					tg = append(tg, probeTarget{address: t, servername: servername})
+					tg = append(tg, probe.Target{Address: t, ServerName: servername})
 				}
 			} else {
-				if _, _, err := g.settings(); err != nil {
+				e, err := g.env()
+				if err != nil {
 					return unknown(err)
 				}
-				l, err := apacheconf.Detect(g.root)
+				l, err := e.RequireLayout()
 				if err != nil {
 					return unknown(err)
 				}
@@ -441,21 +387,23 @@ could be probed.`,
 				if err != nil {
 					return unknown(fmt.Errorf("read Apache config: %w", err))
 				}
-				tg = sslTargets(l, cfg, 0)
+				tg = probe.Targets(l, cfg, 0)
 			}
-			rep := runProbe(cmd.Context(), tg, timeout)
+			rep := probe.Run(cmd.Context(), tg, timeout)
 			if format == "json" {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
-				enc.Encode(rep)
-			} else {
-				renderProbeText(g.stdout, rep)
-			}
-			if code := probeExit(rep); code != 0 {
-				if code == ExitUnknown {
-					return unknown(errors.New("nothing to probe: no SSL vhost found and no --target given"))
+				if err := enc.Encode(rep); err != nil {
+					return unknown(err)
 				}
-				return &ExitError{Code: code}
+			} else {
+				probe.RenderText(g.stdout, rep)
+			}
+			switch {
+			case rep.Empty():
+				return unknown(errors.New("nothing to probe: no SSL vhost found and no --target given"))
+			case !rep.Healthy():
+				return &exitError{code: ExitFailed}
 			}
 			return nil
 		},
@@ -466,4 +414,34 @@ could be probed.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "timeout for each handshake and OCSP request")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
+}
+
+func newConfigCmd(g *globals) *cobra.Command {
+	cfg := &cobra.Command{
+		Use:   "config",
+		Short: "Work with the configuration",
+		Args:  cobra.NoArgs,
+	}
+	cfg.AddCommand(&cobra.Command{
+		Use:   "check",
+		Short: "Check the configuration file, environment and flags; exit 0 valid, 2 invalid",
+		Long: `config check loads the configuration exactly as every command does (file, STAPLING_AGENT_*
+environment, flags) and validates it, changing nothing. The systemd unit runs it before
+sending SIGHUP, so "systemctl reload stapling-agent" fails, and the daemon keeps its old
+configuration, when the new file is bad.
+
+Exit codes: 0 valid; 2 invalid, with the reason on stderr.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			e, err := g.env()
+			if err != nil {
+				return err
+			}
+			c := e.Config
+			fmt.Fprintf(g.stdout, "configuration valid: mode %s, policy %d failures in %s, cooldown %s, max %d a day, state_dir %s\n",
+				c.Mode, c.Policy.Threshold, c.Policy.Window, c.Policy.Cooldown, c.Policy.MaxPerDay, c.StateDir)
+			return nil
+		},
+	})
+	return cfg
 }

@@ -11,26 +11,46 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stapling-agent/stapling-agent/agent/config"
+
+	"github.com/stapling-agent/stapling-agent/agent/testguard"
 )
 
 // agentBin is the stapling-agent binary built once for the CLI tests.
 var agentBin string
 
-func TestMain(m *testing.M) {
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	g, err := testguard.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "stapling-agent-bin")
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	os.Chmod(dir, 0o755) // the bad-input tests run it as nobody too
 	agentBin = filepath.Join(dir, "stapling-agent")
-	build := exec.Command("go", "build", "-o", agentBin, "../agent/cmd/stapling-agent")
+	args := []string{"build", "-o", agentBin}
+	if os.Getenv("GOCOVERDIR") != "" {
+		// Coverage of the CLI as the tests run it, merged with the packages' own (.ci/run).
+		args = append(args, "-cover", "-coverpkg=github.com/stapling-agent/stapling-agent/...")
+	}
+	build := exec.Command("go", append(args, "../agent/cmd/stapling-agent")...)
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build stapling-agent: %v\n%s", err, out)
-		os.Exit(1)
+		return 1
 	}
 	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	if err := g.Finish(); err != nil {
+		fmt.Fprintf(os.Stderr, "testguard: the tests left things behind:\n%s\n", err)
+		return 1
+	}
+	return code
 }
 
 type result struct {
@@ -176,7 +196,7 @@ func TestCLIDryRun(t *testing.T) {
 	if standins(t, root) != "" {
 		t.Fatal("dry run ran a command")
 	}
-	if _, err := os.Stat(filepath.Join(root, DefaultStateDir)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(root, config.DefaultStateDir)); !os.IsNotExist(err) {
 		t.Fatal("dry run created the state directory")
 	}
 }

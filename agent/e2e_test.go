@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stapling-agent/stapling-agent/agent/probe"
+
+	"github.com/stapling-agent/stapling-agent/agent/config"
 )
 
 // failuresFor makes n real responder failures: handshakes while the responder is down (or
@@ -191,10 +195,10 @@ func TestE2ERotationDuringOutage(t *testing.T) {
 	}
 }
 
-func probeJSON(t *testing.T, args ...string) (int, ProbeReport) {
+func probeJSON(t *testing.T, args ...string) (int, probe.Report) {
 	t.Helper()
 	r := runAgent(t, nil, append(args, "probe", "--format", "json")...)
-	var rep ProbeReport
+	var rep probe.Report
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 		t.Fatalf("probe JSON: %v\n%s", err, r.stdout)
 	}
@@ -257,7 +261,7 @@ func TestE2EMustStapleGuardAndVerification(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "handshakes before/after:") || !strings.Contains(r.stdout, " shop.test ") {
 		t.Fatalf("remediate --force: %+v", r)
 	}
-	journal, _ := os.ReadFile(filepath.Join(l.dir, DefaultStateDir, "journal.jsonl"))
+	journal, _ := os.ReadFile(filepath.Join(l.dir, config.DefaultStateDir, "journal.jsonl"))
 	if !strings.Contains(string(journal), `"detail":"handshakes before/after:`) {
 		t.Fatalf("journal lacks the verification:\n%s", journal)
 	}

@@ -53,7 +53,13 @@ func startLab(t *testing.T, labEnv ...string) *lab {
 	up := exec.Command("../scripts/lab.sh", "up", dir)
 	up.Env = append(os.Environ(), labEnv...)
 	out, err := up.CombinedOutput()
-	t.Cleanup(func() { exec.Command("../scripts/lab.sh", "down", dir).Run() })
+	t.Cleanup(func() {
+		// Down stops Apache by its pid and fails when anything survives; a lab left running
+		// would outlive the test (the suite's testguard would fail it too).
+		if out, err := exec.Command("../scripts/lab.sh", "down", dir).CombinedOutput(); err != nil {
+			t.Errorf("lab down: %v\n%s", err, out)
+		}
+	})
 	if err != nil {
 		t.Fatalf("lab up: %v\n%s", err, out)
 	}
@@ -79,8 +85,7 @@ func (l *lab) script(args ...string) {
 	}
 }
 
-func (l *lab) responderStop()  { l.script("responder", "stop", l.dir) }
-func (l *lab) responderStart() { l.script("responder", "start", l.dir) }
+func (l *lab) responderStop() { l.script("responder", "stop", l.dir) }
 
 // restart runs the restartsrv_httpd stand-in (graceful restart: clears the staple cache).
 func (l *lab) restart() {
@@ -160,18 +165,18 @@ func (l *lab) include() string {
 	return string(b)
 }
 
-// daemon is `stapling-agent run` on the lab.
-type daemon struct {
+// daemonProc is `stapling-agent run` on the lab.
+type daemonProc struct {
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	done   chan error
 }
 
-func (l *lab) startDaemon(env ...string) *daemon {
+func (l *lab) startDaemon(env ...string) *daemonProc {
 	l.t.Helper()
 	cmd := exec.Command(agentBin, "--root", l.dir, "run")
 	cmd.Env = append(os.Environ(), env...)
-	d := &daemon{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	d := &daemonProc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stderr = d.stderr
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
@@ -183,7 +188,7 @@ func (l *lab) startDaemon(env ...string) *daemon {
 }
 
 // stop sends SIGTERM and returns the "lines" the daemon reported having read.
-func (d *daemon) stop(t *testing.T) int {
+func (d *daemonProc) stop(t *testing.T) int {
 	t.Helper()
 	d.cmd.Process.Signal(os.Interrupt)
 	select {

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/stapling-agent/stapling-agent/apacheconf"
+
+	"github.com/stapling-agent/stapling-agent/agent/config"
+	"github.com/stapling-agent/stapling-agent/agent/state"
 )
 
 // slowHost is a fake EA4 host whose stand-ins take a few random milliseconds, so a kill can
@@ -148,7 +151,7 @@ func TestReliabilityConcurrentInstances(t *testing.T) {
 	if !strings.HasPrefix(string(got), adminBytes) || strings.Count(string(got), "# BEGIN stapling-agent") > 1 {
 		t.Fatalf("include %q", got)
 	}
-	entries, _ := (&State{Dir: filepath.Join(root, DefaultStateDir)}).Journal()
+	entries, _ := state.New(filepath.Join(root, config.DefaultStateDir), time.Now).Journal()
 	done := 0
 	for _, e := range entries {
 		if e.Step == "done" {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/stapling-agent/stapling-agent/agent/testguard"
 )
 
 // need skips when a tool is missing, except in CI, where .ci/run installs them all.
@@ -50,16 +52,27 @@ var built struct {
 	attempts int
 }
 
-func TestMain(m *testing.M) {
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
+
+func testMain(m *testing.M) int {
+	g, err := testguard.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "stapling-agent-rpm")
 	if err != nil {
-		panic(err)
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	os.Chmod(dir, 0o755)
 	built.dist = dir
 	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	if err := g.Finish(); err != nil {
+		fmt.Fprintf(os.Stderr, "testguard: the tests left things behind:\n%s\n", err)
+		return 1
+	}
+	return code
 }
 
 func packages(t *testing.T) {
@@ -228,6 +241,27 @@ func TestSystemdUnits(t *testing.T) {
 		t.Fatalf("exposure level %.1f, want 6.0 or better", level)
 	}
 	t.Logf("systemd-analyze security: exposure level %s", m[1])
+
+	// systemctl reload runs `config check` first: a bad file fails the reload (exit 2, the
+	// reason on stderr) and the daemon is never signalled, so it keeps its configuration.
+	unit, _ := os.ReadFile("systemd/stapling-agent.service")
+	reloads := regexp.MustCompile(`(?m)^ExecReload=(.*)$`).FindAllStringSubmatch(string(unit), -1)
+	if len(reloads) != 2 || reloads[0][1] != "/usr/sbin/stapling-agent config check" || !strings.HasPrefix(reloads[1][1], "/bin/kill -HUP $MAINPID") {
+		t.Fatalf("ExecReload lines: %q", reloads)
+	}
+	for cfg, want := range map[string]int{"mode: sometimes\n": 2, "mode: enforce\npolicy:\n  threshold: 5\n": 0} {
+		p := filepath.Join(dir, "config.yaml")
+		os.WriteFile(p, []byte(cfg), 0o600)
+		cmd := exec.Command(bin, "--root", dir, "--config", p, "config", "check")
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != want || (want == 2 && !strings.Contains(string(out), "mode must be enforce or dry-run")) {
+			t.Fatalf("config check of %q: exit %d, want %d\n%s", cfg, code, want, out)
+		}
+	}
 }
 
 // The fleet playbooks against localhost, with the packaged binary and sample hosts: one with an

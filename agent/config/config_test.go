@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -9,13 +9,13 @@ import (
 
 // The commented example config the package ships must load as is, and ship dry-run.
 func TestShippedConfigLoads(t *testing.T) {
-	data, err := os.ReadFile("../packaging/config.yaml")
+	data, err := os.ReadFile("../../packaging/config.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "config.yaml")
 	os.WriteFile(p, data, 0o600)
-	c, err := loadConfig(newViper(), p, true)
+	c, err := Load(NewViper(), p, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestShippedConfigLoads(t *testing.T) {
 func TestConfigEnvironment(t *testing.T) {
 	t.Setenv("STAPLING_AGENT_POLICY_WINDOW", "5m")
 	t.Setenv("STAPLING_AGENT_COMMANDS_CONFIGTEST", "/usr/sbin/httpd -t -f /x")
-	c, err := loadConfig(newViper(), filepath.Join(t.TempDir(), "absent.yaml"), false)
+	c, err := Load(NewViper(), filepath.Join(t.TempDir(), "absent.yaml"), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
-package agent
+package remediate
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -10,111 +9,53 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
+	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
+	"github.com/stapling-agent/stapling-agent/agent/probe"
+	"github.com/stapling-agent/stapling-agent/agent/state"
 	"github.com/stapling-agent/stapling-agent/apacheconf"
 )
 
 const (
-	ea4Include = "/etc/apache2/conf.d/includes/pre_virtualhost_global.conf"
-	ea4HTTPD   = "/etc/apache2/conf/httpd.conf"
-	adminBytes = "# admin's include\r\nKeepAliveTimeout 5" // CRLF, no final newline
-	wiredHTTPD = "SSLUseStapling On\nSSLStaplingCache shmcb:/run/apache2/stapling(256000)\n" +
-		"Include \"/etc/apache2/conf.d/includes/pre_virtualhost_global.conf\"\n" +
-		"<VirtualHost *:443>\nServerName a.example\nSSLEngine on\n</VirtualHost>\n"
+	ea4Include = fakehost.EA4Include
+	ea4HTTPD   = fakehost.EA4HTTPD
+	adminBytes = fakehost.AdminBytes
+	wiredHTTPD = fakehost.WiredHTTPD
 )
 
-// fakeRunner records commands and answers from a script of errors per command name.
-type fakeRunner struct {
-	calls [][]string
-	errs  map[string][]error
-	hook  map[string]func()
-}
-
-func (f *fakeRunner) Run(_ context.Context, argv []string) ([]byte, error) {
-	f.calls = append(f.calls, argv)
-	name := argv[0]
-	if h := f.hook[name]; h != nil {
-		h()
-	}
-	if q := f.errs[name]; len(q) > 0 {
-		f.errs[name] = q[1:]
-		if q[0] != nil {
-			return []byte("AH00526: Syntax error"), &apacheconf.CmdError{Argv: argv, Output: []byte("AH00526: Syntax error"), Err: q[0]}
-		}
-	}
-	return nil, nil
-}
-
-func (f *fakeRunner) names() string {
-	var n []string
-	for _, c := range f.calls {
-		n = append(n, c[0])
-	}
-	return strings.Join(n, ",")
-}
-
+// fixture is a fake host with a Remediator over it.
 type fixture struct {
+	*fakehost.Host
 	root   string
-	layout *apacheconf.Layout
-	runner *fakeRunner
-	out    *bytes.Buffer
+	runner *fakehost.Runner
+	out    *strings.Builder
 	r      *Remediator
 }
 
-// newFixture builds a fake EA4 host (or EA3 with kind "ea3") in a temp dir.
 func newFixture(t *testing.T, kind string, files map[string]string) *fixture {
 	t.Helper()
-	root := t.TempDir()
-	if kind == "ea4" {
-		files["/etc/cpanel/ea4/is_ea4"] = ""
-	}
-	for p, content := range files {
-		full := filepath.Join(root, p)
-		os.MkdirAll(filepath.Dir(full), 0o755)
-		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := apacheconf.Detect(root)
+	h := fakehost.New(t, kind, files)
+	e := h.Env(t, nil)
+	out := &strings.Builder{}
+	r, err := New(e, out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{root: root, layout: l, runner: &fakeRunner{errs: map[string][]error{}, hook: map[string]func(){}}, out: &bytes.Buffer{}}
-	f.r = &Remediator{
-		Layout:   l,
-		Cmds:     apacheconf.Commands{ConfigTest: []string{"configtest"}, Restart: []string{"restart"}, Rebuild: []string{"rebuild"}},
-		Runner:   f.runner,
-		State:    &State{Dir: filepath.Join(root, DefaultStateDir), now: time.Now},
-		Log:      zerolog.Nop(),
-		Out:      f.out,
-		LockWait: time.Second,
-		Now:      time.Now,
-	}
-	if kind == "ea3" {
-		f.r.Cmds.Rebuild = nil
-	}
-	return f
+	r.LockWait, r.Verify = time.Second, nil
+	return &fixture{Host: h, root: h.Root, runner: h.Runner, out: out, r: r}
 }
 
-func (f *fixture) read(t *testing.T, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(f.root, p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func (f *fixture) read(t *testing.T, p string) string { return f.Read(t, p) }
 
-func exitCode(err error) int {
-	var ee *ExitError
-	if errors.As(err, &ee) {
-		return ee.Code
+// outcome is how a run ended: 0 success, else the Error's Outcome (-1: another error).
+func outcome(err error) Outcome {
+	var re *Error
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &re):
+		return re.Outcome
 	}
-	if err != nil {
-		return -1
-	}
-	return 0
+	return -1
 }
 
 func TestRemediateWritesTestsRestarts(t *testing.T) {
@@ -123,7 +64,7 @@ func TestRemediateWritesTestsRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.runner.names(); got != "configtest,restart" {
+	if got := f.runner.Names(); got != "configtest,restart" {
 		t.Fatalf("ran %s, want configtest,restart", got)
 	}
 	got := f.read(t, ea4Include)
@@ -140,7 +81,7 @@ func TestRemediateWritesTestsRestarts(t *testing.T) {
 	entries, _ := f.r.State.Journal()
 	var steps []string
 	for _, e := range entries {
-		steps = append(steps, e.Step)
+		steps = append(steps, string(e.Step))
 	}
 	if strings.Join(steps, ",") != "intent,written,done" {
 		t.Fatalf("journal steps %v", steps)
@@ -151,10 +92,10 @@ func TestRemediateWritesTestsRestarts(t *testing.T) {
 
 	// A second run changes nothing: same bytes, same mtime, no command.
 	before, _ := os.Stat(filepath.Join(f.root, ea4Include))
-	f.runner.calls = nil
+	f.runner.Reset()
 	rep, err = f.r.Remediate(context.Background(), false)
-	if err != nil || !rep.Noop || len(f.runner.calls) != 0 {
-		t.Fatalf("second run: %+v, %v, ran %s", rep, err, f.runner.names())
+	if err != nil || !rep.Noop || f.runner.Names() != "" {
+		t.Fatalf("second run: %+v, %v, ran %s", rep, err, f.runner.Names())
 	}
 	after, _ := os.Stat(filepath.Join(f.root, ea4Include))
 	if !after.ModTime().Equal(before.ModTime()) || f.read(t, ea4Include) != got {
@@ -166,8 +107,8 @@ func TestRemediateAdminAlreadyOff(t *testing.T) {
 	content := "SSLUseStapling off\nSSLUseStapling off\n" // the `echo >>` one-liner, run twice
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: content})
 	rep, err := f.r.Remediate(context.Background(), false)
-	if err != nil || !rep.Noop || len(f.runner.calls) != 0 || f.read(t, ea4Include) != content {
-		t.Fatalf("%+v %v %s", rep, err, f.runner.names())
+	if err != nil || !rep.Noop || f.runner.Names() != "" || f.read(t, ea4Include) != content {
+		t.Fatalf("%+v %v %s", rep, err, f.runner.Names())
 	}
 	if !strings.Contains(f.out.String(), "admin's own") {
 		t.Fatalf("output does not say who turned it off: %s", f.out)
@@ -176,12 +117,12 @@ func TestRemediateAdminAlreadyOff(t *testing.T) {
 
 func TestRemediateConfigTestFailsRestoresBytes(t *testing.T) {
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
-	f.runner.errs["configtest"] = []error{errors.New("exit status 1")}
+	f.runner.Errs["configtest"] = []error{errors.New("exit status 1")}
 	_, err := f.r.Remediate(context.Background(), false)
-	if exitCode(err) != ExitFailed || !strings.Contains(err.Error(), "AH00526") {
-		t.Fatalf("err = %v (code %d), want exit 1 with the config test's output", err, exitCode(err))
+	if outcome(err) != Failed || !strings.Contains(err.Error(), "AH00526") {
+		t.Fatalf("err = %v (code %d), want exit 1 with the config test's output", err, outcome(err))
 	}
-	if got := f.runner.names(); got != "configtest" {
+	if got := f.runner.Names(); got != "configtest" {
 		t.Fatalf("ran %s; a failed config test must not restart", got)
 	}
 	if f.read(t, ea4Include) != adminBytes {
@@ -195,14 +136,14 @@ func TestRemediateConfigTestFailsRestoresBytes(t *testing.T) {
 
 func TestRemediateRestartFailsRollsBack(t *testing.T) {
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
-	f.runner.errs["restart"] = []error{errors.New("exit status 1")}
+	f.runner.Errs["restart"] = []error{errors.New("exit status 1")}
 	var atSecondRestart string
-	f.runner.hook["restart"] = func() { atSecondRestart = f.read(t, ea4Include) }
+	f.runner.Hook["restart"] = func() { atSecondRestart = f.read(t, ea4Include) }
 	_, err := f.r.Remediate(context.Background(), false)
-	if exitCode(err) != ExitFailed {
+	if outcome(err) != Failed {
 		t.Fatalf("err = %v", err)
 	}
-	if got := f.runner.names(); got != "configtest,restart,restart" {
+	if got := f.runner.Names(); got != "configtest,restart,restart" {
 		t.Fatalf("ran %s", got)
 	}
 	if atSecondRestart != adminBytes || f.read(t, ea4Include) != adminBytes {
@@ -212,9 +153,9 @@ func TestRemediateRestartFailsRollsBack(t *testing.T) {
 
 func TestRemediateRestartFailsTwiceSaysApacheMayBeDown(t *testing.T) {
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
-	f.runner.errs["restart"] = []error{errors.New("exit status 1"), errors.New("exit status 1")}
+	f.runner.Errs["restart"] = []error{errors.New("exit status 1"), errors.New("exit status 1")}
 	_, err := f.r.Remediate(context.Background(), false)
-	if exitCode(err) != ExitFailed || !strings.Contains(err.Error(), "may be down") {
+	if outcome(err) != Failed || !strings.Contains(err.Error(), "may be down") {
 		t.Fatalf("err = %v", err)
 	}
 	if f.read(t, ea4Include) != adminBytes {
@@ -224,7 +165,7 @@ func TestRemediateRestartFailsTwiceSaysApacheMayBeDown(t *testing.T) {
 
 func TestRemediateNotWiredRebuilds(t *testing.T) {
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: "SSLUseStapling On\n"})
-	f.runner.hook["rebuild"] = func() {
+	f.runner.Hook["rebuild"] = func() {
 		// rebuildhttpdconf adds the Include line now that the file exists.
 		if _, err := os.Stat(filepath.Join(f.root, ea4Include)); err == nil {
 			os.WriteFile(filepath.Join(f.root, ea4HTTPD), []byte(wiredHTTPD), 0o644)
@@ -234,7 +175,7 @@ func TestRemediateNotWiredRebuilds(t *testing.T) {
 	if _, err := f.r.Remediate(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	if got := f.runner.names(); got != "rebuild,configtest,restart" {
+	if got := f.runner.Names(); got != "rebuild,configtest,restart" {
 		t.Fatalf("ran %s", got)
 	}
 	info, err := os.Stat(filepath.Join(f.root, ea4Include))
@@ -247,13 +188,13 @@ func TestRemediateStillNotWiredAfterRebuildRestores(t *testing.T) {
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: "SSLUseStapling On\n"})
 	os.MkdirAll(filepath.Join(f.root, filepath.Dir(ea4Include)), 0o755)
 	_, err := f.r.Remediate(context.Background(), false)
-	if exitCode(err) != ExitRefused || !strings.Contains(err.Error(), "still does not include") {
+	if outcome(err) != Refused || !strings.Contains(err.Error(), "still does not include") {
 		t.Fatalf("err = %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(f.root, ea4Include)); !os.IsNotExist(err) {
 		t.Fatal("include created by us was not removed")
 	}
-	if got := f.runner.names(); got != "rebuild" {
+	if got := f.runner.Names(); got != "rebuild" {
 		t.Fatalf("ran %s", got)
 	}
 }
@@ -262,10 +203,10 @@ func TestRemediateEA3NotWiredRefusesWritesNothing(t *testing.T) {
 	inc := "/usr/local/apache/conf/includes/pre_virtualhost_global.conf"
 	f := newFixture(t, "ea3", map[string]string{"/usr/local/apache/conf/httpd.conf": "SSLUseStapling On\n", inc: "x\n"})
 	_, err := f.r.Remediate(context.Background(), false)
-	if exitCode(err) != ExitRefused || !strings.Contains(err.Error(), "EA3") {
+	if outcome(err) != Refused || !strings.Contains(err.Error(), "EA3") {
 		t.Fatalf("err = %v", err)
 	}
-	if f.read(t, inc) != "x\n" || len(f.runner.calls) != 0 {
+	if f.read(t, inc) != "x\n" || f.runner.Names() != "" {
 		t.Fatal("refusal changed something")
 	}
 }
@@ -290,7 +231,7 @@ func TestRemediateFinishesInterruptedRun(t *testing.T) {
 	next, _ := apacheconf.ApplyBlock([]byte(adminBytes))
 	os.WriteFile(filepath.Join(f.root, ea4Include), next, 0o644)
 	f.r.State.Ensure()
-	f.r.State.Append(JournalEntry{Action: "remediate", Step: "written", File: ea4Include, Result: "ok"})
+	f.r.State.Append(state.Entry{Action: state.Remediate, Step: state.Written, File: ea4Include, Result: state.OK})
 	stale := filepath.Join(f.root, filepath.Dir(ea4Include), ".stapling-agent-pre_virtualhost_global.conf.99.tmp")
 	os.WriteFile(stale, []byte("half"), 0o644)
 
@@ -298,7 +239,7 @@ func TestRemediateFinishesInterruptedRun(t *testing.T) {
 	if err != nil || !rep.Finished || rep.Changed {
 		t.Fatalf("%+v %v", rep, err)
 	}
-	if got := f.runner.names(); got != "configtest,restart" {
+	if got := f.runner.Names(); got != "configtest,restart" {
 		t.Fatalf("ran %s", got)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
@@ -314,7 +255,7 @@ func TestDryRunTouchesNothing(t *testing.T) {
 	if _, err := f.r.Remediate(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.runner.calls) != 0 || f.read(t, ea4Include) != adminBytes {
+	if f.runner.Names() != "" || f.read(t, ea4Include) != adminBytes {
 		t.Fatal("dry run ran a command or wrote the include")
 	}
 	if _, err := os.Stat(f.r.State.Dir); !os.IsNotExist(err) {
@@ -333,17 +274,17 @@ func TestRevert(t *testing.T) {
 	if _, err := f.r.Remediate(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
-	f.runner.calls = nil
+	f.runner.Reset()
 	rep, err := f.r.Revert(context.Background(), false)
 	if err != nil || !rep.Changed || rep.After != "on" {
 		t.Fatalf("%+v %v", rep, err)
 	}
-	if f.read(t, ea4Include) != adminBytes || f.runner.names() != "configtest,restart" {
-		t.Fatalf("revert: include %q, ran %s", f.read(t, ea4Include), f.runner.names())
+	if f.read(t, ea4Include) != adminBytes || f.runner.Names() != "configtest,restart" {
+		t.Fatalf("revert: include %q, ran %s", f.read(t, ea4Include), f.runner.Names())
 	}
-	f.runner.calls = nil
+	f.runner.Reset()
 	rep, err = f.r.Revert(context.Background(), false)
-	if err != nil || !rep.Noop || len(f.runner.calls) != 0 {
+	if err != nil || !rep.Noop || f.runner.Names() != "" {
 		t.Fatalf("nothing to revert: %+v %v", rep, err)
 	}
 }
@@ -353,7 +294,7 @@ func TestRevertRefusesWithoutStaplingCache(t *testing.T) {
 	block, _ := apacheconf.ApplyBlock(nil)
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: string(block)})
 	_, err := f.r.Revert(context.Background(), false)
-	if exitCode(err) != ExitRefused || !strings.Contains(err.Error(), "AH01958") {
+	if outcome(err) != Refused || !strings.Contains(err.Error(), "AH01958") {
 		t.Fatalf("err = %v", err)
 	}
 	if f.read(t, ea4Include) != string(block) {
@@ -377,44 +318,25 @@ func TestRemediateRefusesBadIncludes(t *testing.T) {
 			f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD})
 			os.MkdirAll(filepath.Join(f.root, filepath.Dir(ea4Include)), 0o755)
 			setup(f.root)
-			before := snapshotTree(t, filepath.Join(f.root, "etc"))
+			before := fakehost.SnapshotTree(t, filepath.Join(f.root, "etc"))
 			_, err := f.r.Remediate(context.Background(), false)
-			if exitCode(err) != ExitRefused {
-				t.Fatalf("err = %v (code %d), want refused", err, exitCode(err))
+			if outcome(err) != Refused {
+				t.Fatalf("err = %v (code %d), want refused", err, outcome(err))
 			}
 			if strings.Contains(err.Error(), "\n") {
 				t.Fatalf("error is not one line: %q", err)
 			}
-			if after := snapshotTree(t, filepath.Join(f.root, "etc")); after != before || len(f.runner.calls) != 0 {
+			if after := fakehost.SnapshotTree(t, filepath.Join(f.root, "etc")); after != before || f.runner.Names() != "" {
 				t.Fatal("refusal changed the tree or ran a command")
 			}
 		})
 	}
 }
 
-// snapshotTree renders every path, mode and content under dir, to compare before and after.
-func snapshotTree(t *testing.T, dir string) string {
-	t.Helper()
-	var sb strings.Builder
-	filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err != nil {
-			return nil
-		}
-		sb.WriteString(p + " " + info.Mode().String() + " " + info.ModTime().String())
-		if info.Mode().IsRegular() {
-			b, _ := os.ReadFile(p)
-			sb.Write(b)
-		}
-		sb.WriteByte('\n')
-		return nil
-	})
-	return sb.String()
-}
-
 // fakeVerifier answers handshakes from a script: ok until broken is set.
 type fakeVerifier struct{ broken *bool }
 
-func (v fakeVerifier) Handshake(_ context.Context, t probeTarget) (time.Duration, bool, error) {
+func (v fakeVerifier) Handshake(_ context.Context, t probe.Target) (time.Duration, bool, error) {
 	if *v.broken {
 		return time.Millisecond, false, errors.New("connection reset by peer")
 	}
@@ -426,12 +348,112 @@ func TestRemediateVerificationFailureRollsBack(t *testing.T) {
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
 	broken := false
 	f.r.Verify = fakeVerifier{&broken}
-	f.runner.hook["restart"] = func() { broken = !broken } // the new config breaks it; the old one mends it
+	f.runner.Hook["restart"] = func() { broken = !broken } // the new config breaks it; the old one mends it
 	_, err := f.r.Remediate(context.Background(), false)
-	if exitCode(err) != ExitFailed || !strings.Contains(err.Error(), "verification failed") || !strings.Contains(err.Error(), "a.example") {
+	if outcome(err) != Failed || !strings.Contains(err.Error(), "verification failed") || !strings.Contains(err.Error(), "a.example") {
 		t.Fatalf("err = %v", err)
 	}
-	if f.read(t, ea4Include) != adminBytes || f.runner.names() != "configtest,restart,restart" {
-		t.Fatalf("include %q, ran %s", f.read(t, ea4Include), f.runner.names())
+	if f.read(t, ea4Include) != adminBytes || f.runner.Names() != "configtest,restart,restart" {
+		t.Fatalf("include %q, ran %s", f.read(t, ea4Include), f.runner.Names())
 	}
+}
+
+// Errors keep their cause: the command's error after a failed config test, and a timeout
+// that stays a timeout.
+func TestErrorsWrapTheirCause(t *testing.T) {
+	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
+	f.runner.Errs["configtest"] = []error{errors.New("exit status 1")}
+	_, err := f.r.Remediate(context.Background(), false)
+	var ce *apacheconf.CmdError
+	if !errors.As(err, &ce) || ce.Argv[0] != "configtest" || outcome(err) != Failed {
+		t.Fatalf("errors.As(CmdError) lost through the rollback: %v", err)
+	}
+
+	f = newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
+	f.runner.Errs["restart"] = []error{context.DeadlineExceeded}
+	_, err = f.r.Remediate(context.Background(), false)
+	if !errors.Is(err, context.DeadlineExceeded) || outcome(err) != Failed {
+		t.Fatalf("a restart timeout is not errors.Is(DeadlineExceeded): %v", err)
+	}
+	if f.read(t, ea4Include) != adminBytes {
+		t.Fatal("not rolled back")
+	}
+}
+
+// changingVerifier saves the include as an admin would, in WHM's Include Editor, the first
+// time it is called: between our plan and our write.
+type changingVerifier struct {
+	t     *testing.T
+	path  string
+	calls *int
+}
+
+func (v changingVerifier) Handshake(context.Context, probe.Target) (time.Duration, bool, error) {
+	if *v.calls++; *v.calls == 1 {
+		if err := os.WriteFile(v.path, []byte("# edited by the admin meanwhile\nKeepAliveTimeout 7\n"), 0o644); err != nil {
+			v.t.Error(err)
+		}
+	}
+	return time.Millisecond, true, nil
+}
+
+// An admin who saves the include between our read and our write is not overwritten: the write
+// notices, and the change is planned again from the admin's new bytes.
+func TestRemediateReplansWhenTheIncludeChanges(t *testing.T) {
+	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes})
+	calls := 0
+	f.r.Verify = changingVerifier{t, filepath.Join(f.root, ea4Include), &calls}
+	if _, err := f.r.Remediate(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	got := f.read(t, ea4Include)
+	if !strings.HasPrefix(got, "# edited by the admin meanwhile\nKeepAliveTimeout 7\n# BEGIN stapling-agent") {
+		t.Fatalf("the admin's edit was lost or not re-planned: %q", got)
+	}
+	entries, _ := f.r.State.Journal()
+	var steps []string
+	for _, e := range entries {
+		steps = append(steps, string(e.Step))
+	}
+	if strings.Join(steps, ",") != "intent,noop,intent,written,done" || f.runner.Names() != "configtest,restart" {
+		t.Fatalf("journal %v, ran %s", steps, f.runner.Names())
+	}
+}
+
+// Assess answers with the same plan and refusals a real run applies.
+func TestAssess(t *testing.T) {
+	offBlock, _ := apacheconf.ApplyBlock([]byte(adminBytes))
+	cases := []struct {
+		name  string
+		kind  string
+		files map[string]string
+		want  string // Effective IncludeOff Wired refused?
+	}{
+		{"stapling on, wired", "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: adminBytes}, "on false true false"},
+		{"our block in place", "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: string(offBlock)}, "off true true false"},
+		{"include not wired (EA4 rebuilds)", "ea4", map[string]string{ea4HTTPD: "SSLUseStapling On\n", ea4Include: adminBytes}, "on false false false"},
+		{"include not wired on EA3: refused", "ea3", map[string]string{"/usr/local/apache/conf/httpd.conf": "SSLUseStapling On\n",
+			"/usr/local/apache/conf/includes/pre_virtualhost_global.conf": "x\n"}, "on false false true"},
+		{"unreadable config (an Include cycle): refused", "ea4", map[string]string{ea4HTTPD: "Include /etc/apache2/conf/httpd.conf\n", ea4Include: adminBytes}, "unknown false false true"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := fakehost.New(t, c.kind, c.files)
+			a := Assess(h.Layout)
+			f := a.Facts
+			if got := strings.Join([]string{string(f.Effective), boolStr(f.IncludeOff), boolStr(f.Wired), boolStr(f.Refusal != "")}, " "); got != c.want {
+				t.Fatalf("facts %q, want %q (refusal %q)", got, c.want, f.Refusal)
+			}
+			if f.Include != h.Layout.Include {
+				t.Fatalf("include %q", f.Include)
+			}
+		})
+	}
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
 }

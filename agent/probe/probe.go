@@ -1,4 +1,8 @@
-package agent
+// Package probe is what a TLS client sees and what the OCSP responders answer, from this host:
+// handshakes with the SSL vhosts (each protocol version alone, the default offer, the staple,
+// the presented certificate), real OCSP requests as mod_ssl sends them, and the certificate
+// facts the agent's decisions rest on (cPanel's combined certificate files, Must-Staple).
+package probe
 
 import (
 	"bytes"
@@ -22,18 +26,20 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/stapling-agent/stapling-agent/agent/escape"
 	"github.com/stapling-agent/stapling-agent/apacheconf"
 	"github.com/stapling-agent/stapling-agent/logwatch"
 )
 
-// ProbeSchema versions the probe JSON.
-const ProbeSchema = "stapling-agent/probe/v1"
+// Schema versions the probe JSON.
+const Schema = "stapling-agent/probe/v1"
 
 // oidTLSFeature is the TLS Feature extension (RFC 7633); status_request (5) in it is
 // Must-Staple: Firefox hard-fails when such a certificate comes without a staple.
 var oidTLSFeature = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 24}
 
-type ProbeReport struct {
+// Report is the probe's result; its JSON form is documented in the README.
+type Report struct {
 	Schema      string            `json:"schema"`
 	GeneratedAt time.Time         `json:"generated_at"`
 	Targets     []TargetResult    `json:"targets"`
@@ -80,19 +86,29 @@ type ResponderResult struct {
 	Error      string  `json:"error,omitempty"`
 }
 
-// probeTarget is one TLS endpoint to probe and what Apache is configured to serve there.
-type probeTarget struct {
-	address, servername, vhost string
-	configured                 *certFile
+// Target is one TLS endpoint to probe and what Apache is configured to serve there.
+type Target struct {
+	Address, ServerName string
+	VHost               string    // file:line of the <VirtualHost>, when it comes from the config
+	Configured          *CertFile // the certificate configured for it, when readable
 }
 
-// certFile is a cPanel combined certificate file: certificate, key, CA bundle.
-type certFile struct {
-	leaf   *x509.Certificate
-	issuer *x509.Certificate
+// Name is how an operator recognises the target: its SNI name, else its address.
+func (t Target) Name() string {
+	if t.ServerName != "" {
+		return t.ServerName
+	}
+	return t.Address
 }
 
-func loadCertFile(path string) (*certFile, error) {
+// CertFile is a cPanel combined certificate file: certificate, key, CA bundle.
+type CertFile struct {
+	Leaf   *x509.Certificate
+	Issuer *x509.Certificate // nil when the file does not carry it
+}
+
+// LoadCertFile reads the leaf certificate and its issuer from a PEM file.
+func LoadCertFile(path string) (*CertFile, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -113,16 +129,17 @@ func loadCertFile(path string) (*certFile, error) {
 	if len(certs) == 0 {
 		return nil, fmt.Errorf("%s holds no certificate", path)
 	}
-	cf := &certFile{leaf: certs[0]}
+	cf := &CertFile{Leaf: certs[0]}
 	for _, c := range certs[1:] {
-		if bytes.Equal(c.RawSubject, cf.leaf.RawIssuer) {
-			cf.issuer = c
+		if bytes.Equal(c.RawSubject, cf.Leaf.RawIssuer) {
+			cf.Issuer = c
 		}
 	}
 	return cf, nil
 }
 
-func mustStaple(c *x509.Certificate) bool {
+// MustStaple reports whether c carries the TLS Feature extension with status_request.
+func MustStaple(c *x509.Certificate) bool {
 	for _, e := range c.Extensions {
 		if e.Id.Equal(oidTLSFeature) {
 			var features []int
@@ -138,11 +155,27 @@ func mustStaple(c *x509.Certificate) bool {
 	return false
 }
 
-// sslTargets are the SSL vhosts of the config, at most limit of them (0: all): `*` and
+// MustStapleVHosts are the SSL vhosts among vhosts whose configured certificate is
+// Must-Staple: Firefox hard-fails on them when no staple is sent (FACTS.md section 4), so
+// turning stapling off for them breaks them. Each certificate file is read.
+func MustStapleVHosts(l *apacheconf.Layout, vhosts []apacheconf.VHost) []apacheconf.VHost {
+	var out []apacheconf.VHost
+	for _, v := range vhosts {
+		if !v.SSL || v.CertFile == "" {
+			continue
+		}
+		if cf, err := LoadCertFile(l.Path(v.CertFile)); err == nil && MustStaple(cf.Leaf) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// Targets are the SSL vhosts of the config, at most limit of them (0: all): `*` and
 // `_default_` mean 127.0.0.1. Each configured certificate file is read, so stopping at the
 // limit saves reading thousands on a large host.
-func sslTargets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []probeTarget {
-	var out []probeTarget
+func Targets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []Target {
+	var out []Target
 	seen := map[string]bool{}
 	for _, v := range cfg.VHosts {
 		if limit > 0 && len(out) == limit {
@@ -158,13 +191,13 @@ func sslTargets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []probe
 		if host == "*" || host == "_default_" || host == "" {
 			host = "127.0.0.1"
 		}
-		t := probeTarget{address: net.JoinHostPort(host, port), servername: v.ServerName, vhost: fmt.Sprintf("%s:%d", v.File, v.Line)}
-		if seen[t.address+"|"+t.servername] {
+		t := Target{Address: net.JoinHostPort(host, port), ServerName: v.ServerName, VHost: fmt.Sprintf("%s:%d", v.File, v.Line)}
+		if seen[t.Address+"|"+t.ServerName] {
 			continue
 		}
-		seen[t.address+"|"+t.servername] = true
+		seen[t.Address+"|"+t.ServerName] = true
 		if v.CertFile != "" {
-			t.configured, _ = loadCertFile(l.Path(v.CertFile))
+			t.Configured, _ = LoadCertFile(l.Path(v.CertFile))
 		}
 		out = append(out, t)
 	}
@@ -206,13 +239,13 @@ func handshakeOutcome(err error) (string, string) {
 	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
 		return "timeout", ""
 	}
-	return "error", oneLine(err.Error())
+	return "error", escape.Line(err.Error())
 }
 
-func probeTLS(ctx context.Context, t probeTarget, timeout time.Duration) TargetResult {
-	r := TargetResult{Address: t.address, ServerName: t.servername, VHost: t.vhost, Protocols: map[string]string{}, Alerts: map[string]string{}}
+func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult {
+	r := TargetResult{Address: t.Address, ServerName: t.ServerName, VHost: t.VHost, Protocols: map[string]string{}, Alerts: map[string]string{}}
 	for _, v := range tlsVersions {
-		c, _, err := dialTLS(ctx, t.address, &tls.Config{ServerName: t.servername, MinVersion: v.v, MaxVersion: v.v, InsecureSkipVerify: true}, timeout)
+		c, _, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, MinVersion: v.v, MaxVersion: v.v, InsecureSkipVerify: true}, timeout)
 		if c != nil {
 			c.Close()
 		}
@@ -223,10 +256,10 @@ func probeTLS(ctx context.Context, t probeTarget, timeout time.Duration) TargetR
 		}
 	}
 	// The default offer, as a browser: verification is done below and reported, never fatal.
-	c, dur, err := dialTLS(ctx, t.address, &tls.Config{ServerName: t.servername, InsecureSkipVerify: true}, timeout)
+	c, dur, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: true}, timeout)
 	r.HandshakeMS = float64(dur.Microseconds()) / 1000
 	if err != nil {
-		r.Error = oneLine(err.Error())
+		r.Error = escape.Line(err.Error())
 		return r
 	}
 	defer c.Close()
@@ -242,9 +275,9 @@ func probeTLS(ctx context.Context, t probeTarget, timeout time.Duration) TargetR
 	for _, ip := range leaf.IPAddresses {
 		cert.SANs = append(cert.SANs, ip.String())
 	}
-	cert.MustStaple = mustStaple(leaf)
-	if t.configured != nil {
-		m := bytes.Equal(leaf.Raw, t.configured.leaf.Raw)
+	cert.MustStaple = MustStaple(leaf)
+	if t.Configured != nil {
+		m := bytes.Equal(leaf.Raw, t.Configured.Leaf.Raw)
 		cert.MatchesConfigured = &m
 	}
 	inter := x509.NewCertPool()
@@ -252,16 +285,16 @@ func probeTLS(ctx context.Context, t probeTarget, timeout time.Duration) TargetR
 		inter.AddCert(ic)
 	}
 	cert.Chain = "ok"
-	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: t.servername, Intermediates: inter}); err != nil {
-		cert.Chain = oneLine(err.Error())
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: t.ServerName, Intermediates: inter}); err != nil {
+		cert.Chain = escape.Line(err.Error())
 	}
 	if len(cs.OCSPResponse) > 0 {
 		r.Staple.Present = true
 		var issuer *x509.Certificate
 		if len(cs.PeerCertificates) > 1 {
 			issuer = cs.PeerCertificates[1]
-		} else if t.configured != nil {
-			issuer = t.configured.issuer
+		} else if t.Configured != nil {
+			issuer = t.Configured.Issuer
 		}
 		resp, err := ocsp.ParseResponse(cs.OCSPResponse, issuer)
 		r.Staple.Status, r.Staple.CertStatus = ocspOutcome(resp, err)
@@ -291,19 +324,19 @@ func ocspOutcome(resp *ocsp.Response, err error) (status, cert string) {
 }
 
 // probeResponder sends a real OCSP request for leaf over plain HTTP, as mod_ssl does.
-func probeResponder(ctx context.Context, url string, cf *certFile, timeout time.Duration) ResponderResult {
+func probeResponder(ctx context.Context, url string, cf *CertFile, timeout time.Duration) ResponderResult {
 	r := ResponderResult{URL: url}
 	fail := func(cause logwatch.Cause, err error) ResponderResult {
-		r.Cause, r.Error = string(cause), oneLine(err.Error())
+		r.Cause, r.Error = string(cause), escape.Line(err.Error())
 		return r
 	}
 	if !strings.HasPrefix(url, "http://") {
 		return fail(logwatch.CauseUnspecified, errors.New("mod_ssl fetches OCSP over plain http only"))
 	}
-	if cf.issuer == nil {
+	if cf.Issuer == nil {
 		return fail(logwatch.CauseUnspecified, errors.New("issuer certificate not in the certificate file; cannot build a request"))
 	}
-	body, err := ocsp.CreateRequest(cf.leaf, cf.issuer, &ocsp.RequestOptions{Hash: crypto.SHA1})
+	body, err := ocsp.CreateRequest(cf.Leaf, cf.Issuer, &ocsp.RequestOptions{Hash: crypto.SHA1})
 	if err != nil {
 		return fail(logwatch.CauseUnspecified, err)
 	}
@@ -335,7 +368,7 @@ func probeResponder(ctx context.Context, url string, cf *certFile, timeout time.
 	if resp.StatusCode != http.StatusOK {
 		return fail(logwatch.CauseHTTPStatus, fmt.Errorf("HTTP %s", resp.Status))
 	}
-	parsed, err := ocsp.ParseResponseForCert(data, cf.leaf, cf.issuer)
+	parsed, err := ocsp.ParseResponseForCert(data, cf.Leaf, cf.Issuer)
 	r.OCSPStatus, r.CertStatus = ocspOutcome(parsed, err)
 	var re ocsp.ResponseError
 	if err != nil && !errors.As(err, &re) {
@@ -343,7 +376,7 @@ func probeResponder(ctx context.Context, url string, cf *certFile, timeout time.
 	}
 	r.OK = err == nil
 	if err != nil {
-		r.Error = oneLine(err.Error())
+		r.Error = escape.Line(err.Error())
 	}
 	return r
 }
@@ -363,7 +396,9 @@ func netCause(err error) logwatch.Cause {
 		return logwatch.CauseConnectTimeout
 	case strings.Contains(err.Error(), "timeout awaiting response headers"):
 		return logwatch.CauseReadTimeout
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		// net/http's name for a connection the server closed before answering.
+		strings.Contains(err.Error(), "server closed idle connection"):
 		return logwatch.CauseEmptyResponse
 	}
 	var ne net.Error
@@ -373,26 +408,26 @@ func netCause(err error) logwatch.Cause {
 	return logwatch.CauseUnspecified
 }
 
-// runProbe probes targets (TLS) and the OCSP URLs of their configured certificates.
-func runProbe(ctx context.Context, targets []probeTarget, timeout time.Duration) *ProbeReport {
-	rep := &ProbeReport{Schema: ProbeSchema, GeneratedAt: time.Now().UTC(), Targets: []TargetResult{}, Responders: []ResponderResult{}}
+// Run probes targets (TLS) and the OCSP URLs of their configured certificates.
+func Run(ctx context.Context, targets []Target, timeout time.Duration) *Report {
+	rep := &Report{Schema: Schema, GeneratedAt: time.Now().UTC(), Targets: []TargetResult{}, Responders: []ResponderResult{}}
 	rep.Targets = make([]TargetResult, len(targets))
 	parallel(len(targets), func(i int) { rep.Targets[i] = probeTLS(ctx, targets[i], timeout) })
-	rep.Responders = probeResponders(ctx, targets, timeout)
+	rep.Responders = Responders(ctx, targets, timeout)
 	return rep
 }
 
-// probeResponders sends one OCSP request to each distinct responder URL of the targets'
+// Responders sends one OCSP request to each distinct responder URL of the targets'
 // configured certificates.
-func probeResponders(ctx context.Context, targets []probeTarget, timeout time.Duration) []ResponderResult {
-	urls := map[string]*certFile{}
+func Responders(ctx context.Context, targets []Target, timeout time.Duration) []ResponderResult {
+	urls := map[string]*CertFile{}
 	for _, t := range targets {
-		if t.configured == nil {
+		if t.Configured == nil {
 			continue
 		}
-		for _, u := range t.configured.leaf.OCSPServer {
+		for _, u := range t.Configured.Leaf.OCSPServer {
 			if _, ok := urls[u]; !ok {
-				urls[u] = t.configured
+				urls[u] = t.Configured
 			}
 		}
 	}
@@ -423,45 +458,55 @@ func parallel(n int, fn func(i int)) {
 	wg.Wait()
 }
 
-// probeExit: 0 every target handshakes and every responder answers; 1 otherwise; 3 nothing
-// could be probed.
-func probeExit(rep *ProbeReport) int {
-	if len(rep.Targets) == 0 && len(rep.Responders) == 0 {
-		return ExitUnknown
-	}
+// Empty reports whether nothing was probed.
+func (rep *Report) Empty() bool { return len(rep.Targets) == 0 && len(rep.Responders) == 0 }
+
+// Healthy reports whether every target handshook and every responder answered.
+func (rep *Report) Healthy() bool {
 	for _, t := range rep.Targets {
 		if t.Error != "" {
-			return 1
+			return false
 		}
 	}
 	for _, r := range rep.Responders {
 		if !r.OK {
-			return 1
+			return false
 		}
 	}
-	return 0
+	return true
 }
 
-func renderProbeText(w io.Writer, rep *ProbeReport) {
+// RenderText writes the report for people. Names and errors can come from a customer's
+// certificate or a remote server, so every one of them is escaped.
+func RenderText(w io.Writer, rep *Report) {
+	yes := map[bool]string{true: "yes", false: "no"}
 	for _, t := range rep.Targets {
-		fmt.Fprintf(w, "%s (%s)\n", t.Address, orDefault(t.ServerName, "no SNI"))
+		sni := t.ServerName
+		if sni == "" {
+			sni = "no SNI"
+		}
+		fmt.Fprintf(w, "%s (%s)\n", escape.Line(t.Address), escape.Line(sni))
 		var ps []string
 		for _, v := range tlsVersions {
 			p := v.name + " " + t.Protocols[v.name]
 			if a := t.Alerts[v.name]; a != "" {
-				p += " (" + a + ")"
+				p += " (" + escape.Line(a) + ")"
 			}
 			ps = append(ps, p)
 		}
 		fmt.Fprintf(w, "  protocols   %s\n", strings.Join(ps, ", "))
 		if t.Error != "" {
-			fmt.Fprintf(w, "  handshake   FAILED after %.0f ms: %s\n", t.HandshakeMS, t.Error)
+			fmt.Fprintf(w, "  handshake   FAILED after %.0f ms: %s\n", t.HandshakeMS, escape.Line(t.Error))
 			continue
 		}
 		fmt.Fprintf(w, "  handshake   %s %s in %.0f ms\n", t.Negotiated.Version, t.Negotiated.Cipher, t.HandshakeMS)
 		s := "none sent"
 		if t.Staple.Present {
-			s = fmt.Sprintf("%s, certificate %s", t.Staple.Status, orDefault(t.Staple.CertStatus, "?"))
+			cs := t.Staple.CertStatus
+			if cs == "" {
+				cs = "?"
+			}
+			s = fmt.Sprintf("%s, certificate %s", t.Staple.Status, cs)
 		}
 		fmt.Fprintf(w, "  staple      %s\n", s)
 		c := t.Certificate
@@ -469,14 +514,60 @@ func renderProbeText(w io.Writer, rep *ProbeReport) {
 		if c.MatchesConfigured != nil {
 			match = map[bool]string{true: "yes", false: "NO: interception or wrong vhost"}[*c.MatchesConfigured]
 		}
-		fmt.Fprintf(w, "  certificate %s, expires %s, must-staple %s, matches configured: %s\n", c.Subject, c.NotAfter.Format("2006-01-02"), yesNo(c.MustStaple), match)
-		fmt.Fprintf(w, "  chain       %s\n", c.Chain)
+		fmt.Fprintf(w, "  certificate %s, expires %s, must-staple %s, matches configured: %s\n",
+			escape.Line(c.Subject), c.NotAfter.Format("2006-01-02"), yes[c.MustStaple], match)
+		fmt.Fprintf(w, "  chain       %s\n", escape.Line(c.Chain))
 	}
 	for _, r := range rep.Responders {
 		if r.OK {
-			fmt.Fprintf(w, "responder %s: ok in %.0f ms, certificate %s\n", r.URL, r.LatencyMS, r.CertStatus)
+			fmt.Fprintf(w, "responder %s: ok in %.0f ms, certificate %s\n", escape.Line(r.URL), r.LatencyMS, r.CertStatus)
 		} else {
-			fmt.Fprintf(w, "responder %s: FAILED (%s) after %.0f ms: %s\n", r.URL, r.Cause, r.LatencyMS, r.Error)
+			fmt.Fprintf(w, "responder %s: FAILED (%s) after %.0f ms: %s\n", escape.Line(r.URL), r.Cause, r.LatencyMS, escape.Line(r.Error))
 		}
 	}
+}
+
+// Handshaker handshakes with one SSL vhost: how long it took, whether a staple came.
+// Remediation verifies with it before and after a change; tests replace it.
+type Handshaker interface {
+	Handshake(ctx context.Context, t Target) (time.Duration, bool, error)
+}
+
+// TLSHandshaker is the real Handshaker.
+type TLSHandshaker struct{ Timeout time.Duration }
+
+func (h TLSHandshaker) Handshake(ctx context.Context, t Target) (time.Duration, bool, error) {
+	c, d, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: true}, h.Timeout)
+	if err != nil {
+		return d, false, err
+	}
+	defer c.Close()
+	return d, len(c.ConnectionState().OCSPResponse) > 0, nil
+}
+
+// Handshake is one verification handshake's result.
+type Handshake struct {
+	Name    string
+	Dur     time.Duration
+	Stapled bool
+	Err     error
+}
+
+// Show is the handshake's time, or "failed".
+func (h Handshake) Show() string {
+	if h.Err != nil {
+		return "failed"
+	}
+	return fmt.Sprintf("%dms", h.Dur.Milliseconds())
+}
+
+// Handshakes runs h against every target, bounded-parallel like the probe.
+func Handshakes(ctx context.Context, h Handshaker, targets []Target) []Handshake {
+	out := make([]Handshake, len(targets))
+	parallel(len(targets), func(i int) {
+		t := targets[i]
+		d, st, err := h.Handshake(ctx, t)
+		out[i] = Handshake{Name: t.Name(), Dur: d, Stapled: st, Err: err}
+	})
+	return out
 }

@@ -1,4 +1,8 @@
-package agent
+// Package config is stapling-agent's configuration: /etc/stapling-agent/config.yaml under
+// --root, STAPLING_AGENT_* environment variables and flags, through viper. Load rejects unknown
+// keys by name, bad values with the key and the reason, and (as root) a file another user
+// could have written, since it names commands run as root.
+package config
 
 import (
 	"errors"
@@ -13,6 +17,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/stapling-agent/stapling-agent/agent/policy"
 )
 
 // DefaultConfigFile and DefaultStateDir are host paths, resolved under --root.
@@ -25,8 +31,8 @@ const (
 // Config is the agent's configuration. Every key has a default (so viper reads it from the
 // environment too: FACTS.md section 7, Unmarshal ignores env vars for keys without one).
 type Config struct {
-	Mode     string `mapstructure:"mode"`      // enforce | dry-run
-	StateDir string `mapstructure:"state_dir"` // host path
+	Mode     policy.Mode `mapstructure:"mode"`      // enforce | dry-run
+	StateDir string      `mapstructure:"state_dir"` // host path
 	Log      struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"` // "" (auto) | json | console
@@ -49,7 +55,7 @@ type Config struct {
 }
 
 var defaults = map[string]any{
-	"mode":                     "enforce",
+	"mode":                     string(policy.Enforce),
 	"state_dir":                DefaultStateDir,
 	"log.level":                "info",
 	"log.format":               "",
@@ -64,8 +70,8 @@ var defaults = map[string]any{
 	"commands.rebuild":         []string{},
 }
 
-// newViper returns a viper with every key defaulted and bound to STAPLING_AGENT_<KEY>.
-func newViper() *viper.Viper {
+// NewViper returns a viper with every key defaulted and bound to STAPLING_AGENT_<KEY>.
+func NewViper() *viper.Viper {
 	v := viper.New()
 	for k, d := range defaults {
 		v.SetDefault(k, d)
@@ -79,10 +85,10 @@ func newViper() *viper.Viper {
 // ErrConfig marks configuration problems (exit code 2).
 var ErrConfig = errors.New("bad configuration")
 
-// loadConfig reads file into v (a missing file is fine unless explicit), rejects unknown keys
+// Load reads file into v (a missing file is fine unless explicit), rejects unknown keys
 // by name, and, when running as root, a file that another user could have written: the config
 // names commands the agent runs as root.
-func loadConfig(v *viper.Viper, file string, explicit bool) (*Config, error) {
+func Load(v *viper.Viper, file string, explicit bool) (*Config, error) {
 	info, err := os.Stat(file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && !explicit:
@@ -96,7 +102,7 @@ func loadConfig(v *viper.Viper, file string, explicit bool) (*Config, error) {
 		v.SetConfigFile(file)
 		v.SetConfigType("yaml")
 		if err := v.ReadInConfig(); err != nil {
-			return nil, fmt.Errorf("%w: config file %s: %s", ErrConfig, file, oneLine(err.Error()))
+			return nil, fmt.Errorf("%w: config file %s: %s", ErrConfig, file, err)
 		}
 		var unknown []string
 		for _, k := range v.AllKeys() {
@@ -116,7 +122,7 @@ func loadConfig(v *viper.Viper, file string, explicit bool) (*Config, error) {
 		wordsHook,
 	))
 	if err := v.UnmarshalExact(&c, hook); err != nil {
-		return nil, fmt.Errorf("%w: %s", ErrConfig, oneLine(err.Error()))
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if err := c.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
@@ -135,7 +141,7 @@ func wordsHook(from, to reflect.Type, data any) (any, error) {
 
 func (c *Config) validate() error {
 	switch {
-	case c.Mode != "enforce" && c.Mode != "dry-run":
+	case c.Mode != policy.Enforce && c.Mode != policy.DryRunMode:
 		return fmt.Errorf("mode must be enforce or dry-run, not %q", c.Mode)
 	case c.Policy.Threshold < 1:
 		return fmt.Errorf("policy.threshold must be at least 1, not %d", c.Policy.Threshold)
@@ -190,4 +196,7 @@ func unwrapPath(err error) error {
 	return err
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// Params are the policy keys, as policy.Decide takes them.
+func (c *Config) Params() policy.Params {
+	return policy.Params{Threshold: c.Policy.Threshold, Window: c.Policy.Window, Cooldown: c.Policy.Cooldown, MaxPerDay: c.Policy.MaxPerDay}
+}

@@ -1,0 +1,521 @@
+// Package audit is the read-only report for people and fleets: the error_log window with its
+// failures, causes and responders, Apache's effective stapling, our block and journal, and
+// what the daemon would do now, decided by policy.Decide on the same inputs the daemon uses.
+// It never writes an Apache file and never runs a command. Render writes it as text, JSON,
+// Nagios or Prometheus.
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/stapling-agent/stapling-agent/agent/env"
+	"github.com/stapling-agent/stapling-agent/agent/escape"
+	"github.com/stapling-agent/stapling-agent/agent/policy"
+	"github.com/stapling-agent/stapling-agent/agent/probe"
+	"github.com/stapling-agent/stapling-agent/agent/remediate"
+	"github.com/stapling-agent/stapling-agent/agent/state"
+	"github.com/stapling-agent/stapling-agent/apacheconf"
+	"github.com/stapling-agent/stapling-agent/logwatch"
+)
+
+// Schema versions the JSON. Fields are only ever added within v1.
+const Schema = "stapling-agent/audit/v1"
+
+// Status is the audit's verdict, in the Nagios plugin convention.
+type Status string
+
+const (
+	OK       Status = "ok"
+	Warning  Status = "warning"
+	Critical Status = "critical"
+	Unknown  Status = "unknown"
+)
+
+// Code is the Nagios exit code: 0 ok, 1 warning, 2 critical, 3 unknown.
+func (s Status) Code() int {
+	switch s {
+	case OK:
+		return 0
+	case Warning:
+		return 1
+	case Critical:
+		return 2
+	}
+	return 3
+}
+
+// ActionKind is what the audit suggests doing.
+type ActionKind string
+
+const (
+	ActRemediate      ActionKind = "remediate"       // what the daemon would do, or would refuse
+	ActRebuild        ActionKind = "rebuild"         // rebuildhttpdconf wires the include (EA4)
+	ActWireInclude    ActionKind = "wire_include"    // add the Include by hand (EA3)
+	ActReviewOverride ActionKind = "review_override" // a vhost turns stapling back on
+	ActInvestigate    ActionKind = "investigate"     // failures after our remediation
+)
+
+// Check names the parts of the audit, each reported ok or with its error.
+type Check string
+
+const (
+	CheckLayout       Check = "layout"
+	CheckApacheConfig Check = "apache_config"
+	CheckInclude      Check = "include"
+	CheckErrorLog     Check = "error_log"
+)
+
+// Report is the audit's result; its JSON form is documented in the README.
+type Report struct {
+	Schema       string    `json:"schema"`
+	Host         string    `json:"host"`
+	GeneratedAt  time.Time `json:"generated_at"`
+	AgentVersion string    `json:"agent_version"`
+	Status       Status    `json:"status"`
+	Summary      string    `json:"summary"`
+
+	Layout struct {
+		Kind           apacheconf.Kind `json:"kind"`
+		HTTPDConf      string          `json:"httpd_conf"`
+		IncludeFile    string          `json:"include_file"`
+		IncludeWired   bool            `json:"include_wired"`
+		ErrorLog       string          `json:"error_log"`
+		RestartCommand string          `json:"restart_command"`
+	} `json:"layout"`
+	Window struct {
+		Since time.Time `json:"since"`
+		Until time.Time `json:"until"`
+	} `json:"window"`
+	Log struct {
+		Files        []string `json:"files"`
+		BytesScanned int64    `json:"bytes_scanned"`
+		LinesScanned int64    `json:"lines_scanned"`
+		SkippedLines int64    `json:"skipped_lines"`
+	} `json:"log"`
+	Failures struct {
+		Total       int            `json:"total"`
+		ByCause     map[string]int `json:"by_cause"`
+		ByResponder map[string]int `json:"by_responder"`
+		First       *time.Time     `json:"first"`
+		Last        *time.Time     `json:"last"`
+		MaxInWindow int            `json:"max_in_window"`
+		// AfterRemediation counts failures logged after our last completed remediation.
+		AfterRemediation int `json:"after_remediation"`
+	} `json:"failures"`
+	CertificateEvents EventSummary `json:"certificate_events"`
+	InitEvents        EventSummary `json:"init_events"`
+	Stapling          struct {
+		Effective     apacheconf.Stapling `json:"effective"`
+		Global        string              `json:"global"` // on | off | "" (unset: Apache's default, off)
+		GlobalAt      string              `json:"global_at,omitempty"`
+		ManagedBlock  bool                `json:"managed_block"`
+		RemediatedAt  *time.Time          `json:"remediated_at,omitempty"`
+		StaplingCache string              `json:"stapling_cache"`
+		Overrides     []Override          `json:"overrides"`
+		// MustStaple lists SSL vhosts serving Must-Staple certificates: remediation is
+		// refused while stapling would be turned off for them.
+		MustStaple []Override `json:"must_staple"`
+	} `json:"stapling"`
+	Policy struct {
+		Threshold int    `json:"threshold"`
+		Window    string `json:"window"`
+		// WouldAct: the daemon, replaying the last policy window now, would turn stapling off
+		// (or, in dry-run mode, say it would).
+		WouldAct bool `json:"would_act"`
+		// ReachedAt is the first time in the audit window that the threshold was reached.
+		ReachedAt *time.Time `json:"reached_at"`
+		// Decision is what the daemon would decide now, and why.
+		Decision policy.Decision `json:"decision"`
+		Mode     policy.Mode     `json:"mode"`
+	} `json:"policy"`
+	Actions []Action `json:"actions"`
+	// Checks say which parts of the audit worked, like node_exporter's scrape_collector_success.
+	Checks []CheckResult `json:"checks"`
+	// Probe is present with --probe.
+	Probe *probe.Report `json:"probe,omitempty"`
+}
+
+// EventSummary counts non-outage stapling lines: certificate status problems, and init-time
+// "certificate without OCSP URL" lines that every start and graceful restart prints.
+type EventSummary struct {
+	Total    int            `json:"total"`
+	ByCode   map[string]int `json:"by_code"`
+	Last     *time.Time     `json:"last"`
+	Examples []EventExample `json:"examples"`
+}
+
+type EventExample struct {
+	Time   time.Time `json:"time"`
+	Code   string    `json:"code"`
+	Detail string    `json:"detail"`
+}
+
+const maxExamples = 5
+
+type Override struct {
+	File  string `json:"file"`
+	Line  int    `json:"line"`
+	VHost string `json:"vhost"`
+	Value string `json:"value"`
+}
+
+type Action struct {
+	Action      ActionKind `json:"action"`
+	Target      string     `json:"target"`
+	WouldChange bool       `json:"would_change"`
+	Reason      string     `json:"reason"`
+}
+
+type CheckResult struct {
+	Name   Check  `json:"name"`
+	Status string `json:"status"` // ok | error
+	Error  string `json:"error,omitempty"`
+}
+
+func (s *EventSummary) add(ev logwatch.Event) {
+	s.Total++
+	s.ByCode[ev.Code]++
+	t := ev.Time.UTC()
+	s.Last = &t
+	if len(s.Examples) < maxExamples {
+		s.Examples = append(s.Examples, EventExample{Time: t, Code: ev.Code, Detail: ev.Detail})
+	}
+}
+
+// Options are the audit's own flags.
+type Options struct {
+	Since        time.Duration // how far back to read error_log
+	Host         string
+	Probe        bool          // also probe the SSL vhosts and responders now
+	ProbeTimeout time.Duration // for each handshake and OCSP request
+	Version      string        // the agent's version, for the report
+}
+
+// Run reads the layout, the Apache config, the include, our journal and the error_log window,
+// and asks the policy what the daemon would do now. It never writes and never runs a command.
+func Run(ctx context.Context, e *env.Env, o Options) *Report {
+	now := e.Now()
+	cfg := e.Config
+	r := &Report{Schema: Schema, Host: o.Host, GeneratedAt: now.UTC(), AgentVersion: o.Version}
+	r.Window.Since, r.Window.Until = now.Add(-o.Since).UTC(), now.UTC()
+	r.Failures.ByCause, r.Failures.ByResponder = map[string]int{}, map[string]int{}
+	r.CertificateEvents.ByCode, r.InitEvents.ByCode = map[string]int{}, map[string]int{}
+	r.CertificateEvents.Examples, r.InitEvents.Examples = []EventExample{}, []EventExample{}
+	r.Log.Files, r.Stapling.Overrides, r.Actions = []string{}, []Override{}, []Action{}
+	r.Stapling.MustStaple = []Override{}
+	r.Policy.Threshold, r.Policy.Window, r.Policy.Mode = cfg.Policy.Threshold, policy.ShortDuration(cfg.Policy.Window), cfg.Mode
+	r.Policy.Decision = policy.Decision{Kind: policy.None}
+	r.Stapling.Effective = apacheconf.StaplingUnknown
+
+	check := func(name Check, err error) bool {
+		c := CheckResult{Name: name, Status: "ok"}
+		if err != nil {
+			c.Status, c.Error = "error", err.Error()
+		}
+		r.Checks = append(r.Checks, c)
+		return err == nil
+	}
+
+	r.Layout.Kind = apacheconf.KindUnknown
+	if !check(CheckLayout, e.LayoutErr) {
+		r.Status, r.Summary = Unknown, "no cPanel Apache layout found: "+e.LayoutErr.Error()
+		return r
+	}
+	l := e.Layout
+	r.Layout.Kind, r.Layout.HTTPDConf, r.Layout.IncludeFile = l.Kind, l.HTTPDConf, l.Include
+	r.Layout.ErrorLog, r.Layout.RestartCommand = l.ErrorLog, l.Restart
+
+	// Apache config and include: the same assessment the daemon decides on.
+	a := remediate.Assess(l)
+	if check(CheckApacheConfig, a.ConfigErr) {
+		c := a.Config
+		r.Layout.IncludeWired = a.Facts.Wired
+		r.Stapling.Effective, r.Stapling.Global = a.Facts.Effective, c.Global
+		if c.Global != "" {
+			r.Stapling.GlobalAt = fmt.Sprintf("%s:%d", c.GlobalAt.File, c.GlobalAt.Line)
+		}
+		r.Stapling.StaplingCache = c.StaplingCache
+		for _, v := range c.Overrides() {
+			r.Stapling.Overrides = append(r.Stapling.Overrides, Override{File: v.StaplingAt.File, Line: v.StaplingAt.Line, VHost: v.Name(), Value: v.Stapling})
+		}
+		for _, v := range probe.MustStapleVHosts(l, c.VHosts) {
+			r.Stapling.MustStaple = append(r.Stapling.MustStaple, Override{File: v.File, Line: v.Line, VHost: v.Name(), Value: v.CertFile})
+		}
+	}
+	include, incErr := os.ReadFile(l.Path(l.Include))
+	if errors.Is(incErr, fs.ErrNotExist) {
+		incErr = nil
+	}
+	if check(CheckInclude, incErr) {
+		r.Stapling.ManagedBlock = apacheconf.InspectInclude(include).ManagedBlock
+	}
+	journal, _ := e.State.Journal()
+	acts := state.Acts(journal, l.Include)
+	if r.Stapling.ManagedBlock {
+		r.Stapling.RemediatedAt = remediatedAt(journal, l)
+	}
+
+	// error_log window: history for the report, and the daemon's start-up replay (the last
+	// policy window) for the decision.
+	all := &policy.Counter{Window: cfg.Policy.Window}
+	replay := &policy.Counter{Window: cfg.Policy.Window}
+	var reached, cutoff time.Time
+	// The daemon's start-up replay: the last policy window, counted with today's memory.
+	memNow := state.MemoryAt(acts, now)
+	recent, daemonView := now.Add(-cfg.Policy.Window), &policy.Counter{Window: cfg.Policy.Window}
+	inWindow := 0
+	var corr logwatch.Correlator
+	st, logErr := logwatch.ScanHistory(l.Path(l.ErrorLog), r.Window.Since, now.Add(time.Second), func(ev logwatch.Event) {
+		switch ev.Kind {
+		case logwatch.KindCertStatus:
+			r.CertificateEvents.add(ev)
+		case logwatch.KindInit:
+			r.InitEvents.add(ev)
+		}
+		f, ok := corr.Add(ev)
+		if !ok {
+			return
+		}
+		r.addFailure(f)
+		all.Add(f.Time)
+		if f.Time.After(recent) && memNow.Counts(f.Time) {
+			inWindow = daemonView.Add(f.Time)
+		}
+		// Counted as the daemon counts: not within the grace after our own restart, and the
+		// window starts again after each of our remediations.
+		mem := state.MemoryAt(acts, f.Time)
+		if !mem.Counts(f.Time) {
+			return
+		}
+		if !mem.Cutoff.Equal(cutoff) {
+			cutoff = mem.Cutoff
+			replay.Reset()
+		}
+		n := replay.Add(f.Time)
+		if n >= cfg.Policy.Threshold && reached.IsZero() {
+			reached = f.Time
+		}
+	})
+	for _, f := range st.Files {
+		r.Log.Files = append(r.Log.Files, apacheconf.Unroot(l.Root, f))
+	}
+	r.Log.BytesScanned, r.Log.LinesScanned, r.Log.SkippedLines = st.Bytes, st.Lines, st.Skipped
+	r.Failures.MaxInWindow = all.Max
+	if !reached.IsZero() {
+		t := reached.UTC()
+		r.Policy.ReachedAt = &t
+	}
+	if !check(CheckErrorLog, logErr) {
+		r.Status = Unknown
+		r.Summary = "cannot read the error log: " + logErr.Error()
+		return r
+	}
+	// The decision: what the daemon, starting now, would decide after replaying the last
+	// policy window (daemon.Start does exactly this).
+	if o.Since < cfg.Policy.Window {
+		var err error
+		if inWindow, err = countSince(l, recent, now, memNow, cfg.Policy.Window); !check(CheckErrorLog, err) {
+			r.Status, r.Summary = Unknown, "cannot read the error log: "+err.Error()
+			return r
+		}
+	}
+	r.Policy.Decision = policy.Decide(policy.Input{
+		Now: now, Mode: cfg.Mode, Params: cfg.Params(), Memory: memNow, Facts: a.Facts, Failures: inWindow,
+	})
+	r.Policy.WouldAct = r.Policy.Decision.Kind == policy.Act || r.Policy.Decision.Kind == policy.DryRun
+	r.decide(o, a.Facts)
+	if o.Probe && a.Config != nil {
+		r.addProbe(probe.Run(ctx, probe.Targets(l, a.Config, 0), o.ProbeTimeout))
+	}
+	return r
+}
+
+// countSince replays the policy window when the audit's own window (--since) is shorter: the
+// failures from `from` on that count (after our last restart's grace), as the daemon's start
+// counts them.
+func countSince(l *apacheconf.Layout, from, now time.Time, mem policy.Memory, window time.Duration) (int, error) {
+	c := &policy.Counter{Window: window}
+	n := 0
+	var corr logwatch.Correlator
+	_, err := logwatch.ScanHistory(l.Path(l.ErrorLog), from, now.Add(time.Second), func(ev logwatch.Event) {
+		if f, ok := corr.Add(ev); ok && mem.Counts(f.Time) {
+			n = c.Add(f.Time)
+		}
+	})
+	return n, err
+}
+
+func (r *Report) addFailure(f logwatch.Failure) {
+	r.Failures.Total++
+	r.Failures.ByCause[string(f.Cause)]++
+	resp := f.Responder
+	if resp == "" {
+		resp = "unknown"
+	}
+	r.Failures.ByResponder[resp]++
+	t := f.Time.UTC()
+	if r.Failures.First == nil {
+		r.Failures.First = &t
+	}
+	r.Failures.Last = &t
+	if r.Stapling.RemediatedAt != nil && f.Time.After(*r.Stapling.RemediatedAt) {
+		r.Failures.AfterRemediation++
+	}
+}
+
+// remediatedAt is when our last remediation finished, from the journal; the include's mtime
+// when the journal has none (the block was written by another host's copy, or the journal was
+// removed).
+func remediatedAt(journal []state.Entry, l *apacheconf.Layout) *time.Time {
+	if t := state.LastRemediation(journal, l.Include); !t.IsZero() {
+		t = t.UTC()
+		return &t
+	}
+	if info, err := os.Stat(l.Path(l.Include)); err == nil {
+		t := info.ModTime().UTC()
+		return &t
+	}
+	return nil
+}
+
+// addProbe attaches probe results; a responder failing now with the same cause the log shows
+// confirms the diagnosis in the summary.
+func (r *Report) addProbe(p *probe.Report) {
+	r.Probe = p
+	for _, resp := range p.Responders {
+		if !resp.OK && resp.Cause != "" && r.Failures.ByCause[resp.Cause] > 0 {
+			r.Summary += fmt.Sprintf("; confirmed now: %s fails from this host (%s)", resp.URL, resp.Cause)
+			return
+		}
+	}
+	for _, resp := range p.Responders {
+		if !resp.OK {
+			r.Summary += fmt.Sprintf("; probe: %s fails now (%s)", resp.URL, resp.Cause)
+			return
+		}
+	}
+	if len(p.Responders) > 0 && r.Failures.Total > 0 {
+		r.Summary += "; probe: the responders answer now"
+	}
+}
+
+// decide sets status, summary and actions from what was read and what the policy decided.
+func (r *Report) decide(o Options, facts policy.Facts) {
+	eff := r.Stapling.Effective
+	f := &r.Failures
+	dec := r.Policy.Decision
+	var warnings []string
+
+	switch dec.Kind {
+	case policy.Act, policy.DryRun:
+		r.Actions = append(r.Actions, Action{Action: ActRemediate, Target: r.Layout.IncludeFile, WouldChange: true, Reason: dec.Reason})
+	case policy.Refused:
+		r.Actions = append(r.Actions, Action{Action: ActRemediate, Target: r.Layout.IncludeFile, WouldChange: false, Reason: dec.Reason})
+		if len(r.Stapling.MustStaple) > 0 {
+			warnings = append(warnings, "Must-Staple certificates block the automatic fix")
+		}
+	}
+	if !r.Layout.IncludeWired && eff != apacheconf.StaplingUnknown {
+		act := Action{Action: ActRebuild, Target: r.Layout.HTTPDConf, WouldChange: true,
+			Reason: fmt.Sprintf("%s does not include %s; rebuildhttpdconf adds it once the file exists", r.Layout.HTTPDConf, r.Layout.IncludeFile)}
+		if r.Layout.Kind == apacheconf.KindEA3 {
+			act = Action{Action: ActWireInclude, Target: r.Layout.HTTPDConf, WouldChange: false,
+				Reason: fmt.Sprintf("%s does not include %s; add the Include by hand (EA3)", r.Layout.HTTPDConf, r.Layout.IncludeFile)}
+		}
+		r.Actions = append(r.Actions, act)
+		warnings = append(warnings, "the pre-VirtualHost include is not wired into httpd.conf")
+	}
+	if eff == apacheconf.StaplingMixed {
+		for _, o := range r.Stapling.Overrides {
+			if o.Value == "on" {
+				r.Actions = append(r.Actions, Action{Action: ActReviewOverride, Target: fmt.Sprintf("%s:%d", o.File, o.Line), WouldChange: false,
+					Reason: fmt.Sprintf("vhost %s turns stapling on itself; the global fix does not reach it", o.VHost)})
+			}
+		}
+		warnings = append(warnings, "stapling is off globally but some SSL vhosts turn it back on")
+	}
+	if eff == apacheconf.StaplingUnknown {
+		warnings = append(warnings, "the Apache config could not be read")
+	}
+	if f.AfterRemediation > 0 {
+		warnings = append(warnings, fmt.Sprintf("%d failures after our remediation: the fix is not effective", f.AfterRemediation))
+		r.Actions = append(r.Actions, Action{Action: ActInvestigate, Target: r.Layout.IncludeFile, WouldChange: false,
+			Reason: "failures continued after stapling was turned off; look for vhosts or includes that turn it back on"})
+	}
+
+	var sb strings.Builder
+	if f.Total == 0 {
+		fmt.Fprintf(&sb, "no OCSP responder failures in the last %s", policy.ShortDuration(o.Since))
+	} else {
+		fmt.Fprintf(&sb, "%d OCSP responder failure%s in the last %s (max %d in %s, threshold %d)",
+			f.Total, plural(f.Total), policy.ShortDuration(o.Since), f.MaxInWindow, r.Policy.Window, r.Policy.Threshold)
+		cause, resp := top(f.ByCause), top(f.ByResponder)
+		fmt.Fprintf(&sb, ", mostly %s", cause)
+		if resp != "unknown" {
+			fmt.Fprintf(&sb, " to %s", resp)
+		}
+	}
+	fmt.Fprintf(&sb, "; stapling is %s", eff)
+	if r.Stapling.ManagedBlock {
+		sb.WriteString(" (stapling-agent block present)")
+	}
+
+	switch dec.Kind {
+	case policy.Act, policy.DryRun:
+		r.Status = Critical
+		sb.WriteString(": the daemon would turn it off")
+	case policy.Refused, policy.Cooldown, policy.MaxPerDay:
+		// An outage now, stapling on, and the daemon will not fix it: a person must.
+		r.Status = Critical
+		fmt.Fprintf(&sb, ": the daemon would not act (%s)", dec.Kind)
+	case policy.NotEffective:
+		r.Status = Warning
+		if f.AfterRemediation == 0 {
+			warnings = append(warnings, "stapling is already off in the include, yet failures continue")
+		}
+	default:
+		r.Status = OK
+		if (f.Total > 0 && eff == apacheconf.StaplingOn) || len(warnings) > 0 {
+			r.Status = Warning
+		}
+		if r.Policy.ReachedAt != nil && eff == apacheconf.StaplingOn {
+			fmt.Fprintf(&sb, "; the threshold was reached at %s, but not within the last %s", r.Policy.ReachedAt.Format(time.RFC3339), r.Policy.Window)
+		}
+	}
+	for _, w := range warnings {
+		sb.WriteString("; " + w)
+	}
+	r.Summary = sb.String()
+}
+
+// top is the key with the highest count (ties: alphabetical), "" for an empty map.
+func top(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	if len(keys) == 0 {
+		return ""
+	}
+	return escape.Line(keys[0])
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stapling-agent/stapling-agent/agent/audit"
+	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
+	"github.com/stapling-agent/stapling-agent/agent/policy"
+	"github.com/stapling-agent/stapling-agent/agent/state"
+	"github.com/stapling-agent/stapling-agent/apacheconf"
+)
+
+// The audit says "the daemon would act" exactly when the daemon would, and says why not when it
+// would not: over the same host states, a daemon starting now (replaying the last policy
+// window, as it does) and the audit reach the same decision.
+func TestDaemonAndAuditAgree(t *testing.T) {
+	offBlock, _ := apacheconf.ApplyBlock([]byte(adminBytes))
+	failures := func(n int, from time.Duration) func(now time.Time) string {
+		return func(now time.Time) string {
+			var sb strings.Builder
+			for i := 0; i < n; i++ {
+				sb.WriteString(fakehost.Failure(now.Add(-from+time.Duration(i)*time.Second), 100+i, "ocsp.example.net"))
+			}
+			return sb.String()
+		}
+	}
+	journal := func(agos ...time.Duration) []time.Duration { return agos }
+	cases := []struct {
+		name    string
+		mode    policy.Mode
+		log     func(now time.Time) string
+		include string
+		httpd   string
+		dones   []time.Duration // our remediations, this long ago
+		want    policy.Kind
+	}{
+		{name: "quiet", log: failures(0, 0), want: policy.None},
+		{name: "below the threshold", log: failures(2, 5*time.Minute), want: policy.None},
+		{name: "outage, stapling on", log: failures(3, 5*time.Minute), want: policy.Act},
+		{name: "outage long ago", log: failures(5, 3*time.Hour), want: policy.None},
+		{name: "outage, dry-run", mode: policy.DryRunMode, log: failures(3, 5*time.Minute), want: policy.DryRun},
+		{name: "our block in place, failures go on", log: failures(4, 5*time.Minute), include: string(offBlock),
+			dones: journal(time.Hour), want: policy.NotEffective},
+		{name: "failures only before our restart's grace", log: failures(4, 9*time.Minute), include: string(offBlock),
+			dones: journal(5 * time.Minute), want: policy.None},
+		{name: "cooldown (an admin reverted our fix)", log: failures(3, 5*time.Minute), dones: journal(20 * time.Minute), want: policy.Cooldown},
+		{name: "max per day", log: failures(3, 5*time.Minute), dones: journal(20*time.Hour, 15*time.Hour, 10*time.Hour), want: policy.MaxPerDay},
+		{name: "Must-Staple: refused", log: failures(3, 5*time.Minute), httpd: fakehost.WiredHTTPD +
+			"<VirtualHost *:443>\nServerName ms.example\nSSLEngine on\nSSLCertificateFile /etc/apache2/ssl/ms.combined\n</VirtualHost>\n",
+			want: policy.Refused},
+		{name: "include off but not wired: act (the rebuild)", log: failures(3, 5*time.Minute), include: "SSLUseStapling off\n",
+			httpd: "SSLUseStapling On\nSSLStaplingCache shmcb:/x(1)\n", want: policy.Act},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mode := c.mode
+			if mode == "" {
+				mode = policy.Enforce
+			}
+			r := newRig(t, mode, "", nil)
+			now := r.Now()
+			fakehost.Write(t, r.Root, fakehost.EA4Log, c.log(now))
+			if c.include != "" {
+				fakehost.Write(t, r.Root, ea4Include, c.include)
+			}
+			if c.httpd != "" {
+				fakehost.Write(t, r.Root, fakehost.EA4HTTPD, c.httpd)
+				fakehost.Write(t, r.Root, "/etc/apache2/ssl/ms.combined", mustStapleCert(t))
+			}
+			for _, ago := range c.dones {
+				r.env.State.Ensure()
+				r.env.State.Append(state.Entry{Time: now.Add(-ago), Action: state.Remediate, Step: state.Done, File: ea4Include})
+			}
+			rep := audit.Run(context.Background(), r.env, audit.Options{Since: 24 * time.Hour})
+			// A fresh daemon over the same host, starting now.
+			d, err := New(r.env, false, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d.rem.Verify = nil
+			r.d = d
+			t.Cleanup(d.follow.Close)
+			r.begin()
+			daemonSaid := policy.None
+			if k := d.Decisions(); len(k) > 0 {
+				daemonSaid = k[0]
+			}
+			if daemonSaid != c.want || rep.Policy.Decision.Kind != c.want {
+				t.Fatalf("daemon %s, audit %s (%s), want %s", daemonSaid, rep.Policy.Decision.Kind, rep.Policy.Decision.Reason, c.want)
+			}
+			if wouldAct := c.want == policy.Act || c.want == policy.DryRun; rep.Policy.WouldAct != wouldAct {
+				t.Fatalf("audit would_act %v", rep.Policy.WouldAct)
+			}
+		})
+	}
+}

@@ -1,0 +1,523 @@
+// Package daemon is `stapling-agent run`: a thin loop that follows error_log, classifies and
+// counts, and hands every decision to one worker. The loop keeps the promises made to systemd
+// (WATCHDOG=1 while it reads) and never waits on a remediation, a probe or a command; the
+// worker asks policy.Decide, logs the decision and, when it says so, runs the same
+// remediation `remediate` runs, one at a time.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	sdaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/rs/zerolog"
+
+	"github.com/stapling-agent/stapling-agent/agent/env"
+	"github.com/stapling-agent/stapling-agent/agent/policy"
+	"github.com/stapling-agent/stapling-agent/agent/probe"
+	"github.com/stapling-agent/stapling-agent/agent/remediate"
+	"github.com/stapling-agent/stapling-agent/agent/state"
+	"github.com/stapling-agent/stapling-agent/apacheconf"
+	"github.com/stapling-agent/stapling-agent/logwatch"
+)
+
+const (
+	// seenLogEvery limits the per-failure log line, so a dead responder on a busy host (one
+	// failure per handshake) cannot flood the journal.
+	seenLogEvery = 10 * time.Second
+	// AutoRevertEvery is how often the responders are asked while stapling is off by our hand.
+	AutoRevertEvery = 5 * time.Minute
+	// factsTTL bounds how long the host facts are reused while no config file they were read
+	// from has changed (a new file matching an IncludeOptional glob is seen within it).
+	factsTTL = time.Minute
+)
+
+// Ticks drive the loop. Run's caller makes them from real tickers; tests send on them
+// (as mtail's tests drive its waker), so the loop is tested without sleeping.
+type Ticks struct {
+	Poll     <-chan time.Time // read what the log gained (logwatch.PollInterval)
+	Wake     <-chan struct{}  // an inotify wake-up: read now (nil: poll only)
+	Watchdog <-chan time.Time // ping systemd's watchdog (nil: no watchdog)
+	Revert   <-chan time.Time // auto-revert check (AutoRevertEvery)
+}
+
+// Daemon follows error_log and applies the policy.
+type Daemon struct {
+	// Set by New, replaced on reload (loop goroutine only).
+	env    *env.Env
+	rem    *remediate.Remediator
+	dryRun bool // forced by --dry-run; otherwise the config's mode decides
+	reload func() (*env.Env, error)
+	// Notify sends a state to systemd (sd_notify); nil does nothing.
+	Notify func(string)
+	// Probe asks the responders of the configured certificates (auto-revert); tests replace it.
+	Probe func(ctx context.Context, l *apacheconf.Layout) []probe.ResponderResult
+
+	// The loop's own state.
+	follow      *logwatch.Follower
+	corr        logwatch.Correlator
+	counter     *policy.Counter
+	cutoff      time.Time // failures at or before this do not count (our last restart's grace)
+	start       time.Time // lines the follower delivers from before this were replayed already
+	lastFailure time.Time // arrival of the last counted failure (auto-revert waits for quiet)
+	want        *job      // the newest decision to make, waiting for the worker
+	busy        bool      // the worker has a job
+	stopping    bool
+	jobs        chan job
+	results     chan result
+	lastSeenLog time.Time
+	suppressed  int
+	errorLogged time.Time
+
+	// The worker's own state.
+	mem          policy.Memory
+	memDir       string                    // state directory mem was restored from
+	reports      map[policy.Kind]time.Time // last time each kind of report was logged
+	healthySince time.Time
+	facts        factsCache
+
+	// Counters, safe to read while Run works.
+	Failures atomic.Int64 // counted failures
+	mu       sync.Mutex
+	decided  []policy.Kind
+}
+
+// job is one thing for the worker: a decision, finishing an interrupted remediation, or an
+// auto-revert check. It carries the environment of its time, so a reload never changes a job
+// under way.
+type job struct {
+	kind        policy.Kind // Act: decide; FinishInterrupted; AutoRevert
+	failure     logwatch.Failure
+	n           int
+	env         *env.Env
+	rem         *remediate.Remediator
+	dryRun      bool
+	lastFailure time.Time
+}
+
+// result is what the worker tells the loop.
+type result struct {
+	acted bool      // a remediation ran and succeeded: the window starts again
+	at    time.Time // when
+}
+
+// New builds the daemon for e. reload builds a new environment on SIGHUP.
+func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, error) {
+	l, err := e.RequireLayout()
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{
+		env: e, dryRun: dryRun, reload: reload,
+		Probe: func(ctx context.Context, l *apacheconf.Layout) []probe.ResponderResult {
+			cfg, err := apacheconf.ReadConfig(l)
+			if err != nil {
+				return nil
+			}
+			return probe.Responders(ctx, probe.Targets(l, cfg, 0), 10*time.Second)
+		},
+		reports: map[policy.Kind]time.Time{},
+		jobs:    make(chan job, 1),
+		results: make(chan result, 1),
+	}
+	if d.rem, err = remediate.New(e, logLines{e.Log}); err != nil {
+		return nil, err
+	}
+	d.counter = &policy.Counter{Window: e.Config.Policy.Window}
+	d.follow = &logwatch.Follower{Path: l.Path(l.ErrorLog), OnError: d.followError}
+	return d, nil
+}
+
+// logLines turns the remediation's report for people into log lines.
+type logLines struct{ log zerolog.Logger }
+
+func (l logLines) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		l.log.Info().Msg(line)
+	}
+	return len(p), nil
+}
+
+func (d *Daemon) mode(e *env.Env, dryRun bool) policy.Mode {
+	if dryRun {
+		return policy.DryRunMode
+	}
+	return e.Config.Mode
+}
+
+// Decisions are the decisions logged so far, oldest first.
+func (d *Daemon) Decisions() []policy.Kind {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]policy.Kind(nil), d.decided...)
+}
+
+// Run starts the worker, restores the policy's memory from the journal, opens the log at its
+// end and replays the last policy window (so failures already logged count), sends READY=1,
+// and then loops until ctx ends: poll on each tick or wake-up, ping the watchdog while polls
+// complete, rebuild the environment on SIGHUP (hup), check auto-revert. On ctx's end it sends
+// STOPPING=1 and returns once a remediation under way has finished (killing a restart halfway
+// would leave Apache worse off).
+func (d *Daemon) Run(ctx context.Context, t Ticks, hup <-chan os.Signal) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); d.work(ctx) }()
+	defer func() { close(d.jobs); wg.Wait() }()
+
+	d.begin(ctx)
+	d.notify(sdaemon.SdNotifyReady)
+	lastPolls := int64(-1)
+	for {
+		if d.stopping && !d.busy {
+			d.follow.Close()
+			d.env.Log.Info().Int64("lines", d.follow.Lines.Load()).Int64("failures", d.Failures.Load()).
+				Int64("rotations", d.follow.Rotations.Load()).Int64("truncations", d.follow.Truncations.Load()).
+				Int64("skipped_lines", d.follow.Skipped.Load()).Msg("stopped")
+			return nil
+		}
+		done := ctx.Done()
+		if d.stopping {
+			done = nil
+		}
+		select {
+		case <-done:
+			d.stopping = true
+			d.notify(sdaemon.SdNotifyStopping)
+		case r := <-d.results:
+			d.finished(r)
+		case <-hup:
+			d.reloadEnv()
+		case <-t.Poll:
+			d.poll()
+		case <-t.Wake:
+			d.poll()
+		case <-t.Revert:
+			if !d.busy && !d.stopping && d.env.Config.Policy.AutoRevertAfter > 0 {
+				d.send(job{kind: policy.AutoRevert, lastFailure: d.lastFailure})
+			}
+		case <-t.Watchdog:
+			// Only while the follow loop makes progress: a hung read stops the pings and
+			// systemd restarts us. A remediation runs in the worker and never stops them.
+			if p := d.follow.Polls.Load(); p != lastPolls {
+				lastPolls = p
+				d.notify(sdaemon.SdNotifyWatchdog)
+			}
+		}
+	}
+}
+
+func (d *Daemon) notify(s string) {
+	if d.Notify != nil {
+		d.Notify(s)
+	}
+}
+
+// begin opens the log at its end, restores the memory, queues the finishing of an interrupted
+// remediation, and replays the last policy window of history.
+func (d *Daemon) begin(ctx context.Context) {
+	e := d.env
+	if _, err := d.follow.Start(-1); err != nil {
+		d.followError(err)
+	}
+	d.start = e.Now()
+	entries, _ := e.State.Journal()
+	d.mem = state.Memory(entries, e.Layout.Include, d.start)
+	d.memDir = e.State.Dir
+	d.cutoff = d.mem.Cutoff
+	if d.mode(e, d.dryRun) == policy.Enforce {
+		if u, err := e.State.Unfinished(e.Layout.Include); err == nil && u != nil {
+			e.Log.Warn().Str("action", string(u.Action)).Str("step", string(u.Step)).Msg("finishing an interrupted remediation")
+			d.send(job{kind: policy.FinishInterrupted})
+		}
+	}
+	from := d.start.Add(-e.Config.Policy.Window)
+	if _, err := logwatch.ScanHistory(d.follow.Path, from, d.start, d.handle); err != nil {
+		d.followError(fmt.Errorf("replay history: %w", err))
+	}
+	e.Log.Info().Str("error_log", e.Layout.ErrorLog).Str("mode", string(d.mode(e, d.dryRun))).Int("threshold", e.Config.Policy.Threshold).
+		Str("window", policy.ShortDuration(e.Config.Policy.Window)).Int64("failures_replayed", d.Failures.Load()).Msg("following error_log")
+}
+
+// poll reads what the log gained since the last poll.
+func (d *Daemon) poll() {
+	d.follow.Poll(func(line []byte) {
+		ev := logwatch.Classify(line)
+		if ev.Kind == logwatch.KindNone || ev.Time.Before(d.start) {
+			return // not ours, or replayed already
+		}
+		d.handle(ev)
+	})
+	d.dispatch()
+}
+
+func (d *Daemon) handle(ev logwatch.Event) {
+	f, ok := d.corr.Add(ev)
+	if !ok || !f.Time.After(d.cutoff) {
+		return
+	}
+	d.Failures.Add(1)
+	d.lastFailure = d.env.Now()
+	n := d.counter.Add(f.Time)
+	d.logSeen(f, n)
+	if n >= d.env.Config.Policy.Threshold {
+		d.want = &job{kind: policy.Act, failure: f, n: n}
+		d.dispatch()
+	}
+}
+
+// finished takes the worker's result: after a remediation the window starts again, and
+// failures before our restart's grace no longer count.
+func (d *Daemon) finished(r result) {
+	d.busy = false
+	if r.acted {
+		d.cutoff = r.at.Add(policy.EffectGrace)
+		d.counter.Reset()
+		d.want = nil
+	}
+	d.dispatch()
+}
+
+// dispatch hands the newest pending decision to the worker when it is idle.
+func (d *Daemon) dispatch() {
+	if d.want == nil || d.busy || d.stopping {
+		return
+	}
+	j := *d.want
+	d.want = nil
+	d.send(j)
+}
+
+func (d *Daemon) send(j job) {
+	j.env, j.rem, j.dryRun = d.env, d.rem, d.dryRun
+	d.busy = true
+	d.jobs <- j // never blocks: the worker is idle and the channel holds one
+}
+
+func (d *Daemon) logSeen(f logwatch.Failure, n int) {
+	now := d.env.Now()
+	if now.Sub(d.lastSeenLog) < seenLogEvery {
+		d.suppressed++
+		return
+	}
+	d.env.Log.Info().Str("cause", string(f.Cause)).Str("responder", f.Responder).Int("failures_in_window", n).
+		Int("similar_lines_suppressed", d.suppressed).Time("logged_at", f.Time).Msg("OCSP responder failure seen")
+	d.lastSeenLog, d.suppressed = now, 0
+}
+
+// followError logs at most once a minute: a missing log is retried every poll.
+func (d *Daemon) followError(err error) {
+	if now := d.env.Now(); now.Sub(d.errorLogged) >= time.Minute || d.errorLogged.IsZero() {
+		d.errorLogged = now
+		d.env.Log.Error().Err(err).Msg("cannot read error_log; retrying")
+	}
+}
+
+// reloadEnv rebuilds everything the configuration drives (SIGHUP): logger, policy, commands
+// and their timeout, state directory, mode. A bad configuration keeps the old one.
+func (d *Daemon) reloadEnv() {
+	e, err := d.reload()
+	if err == nil && e.Layout == nil {
+		err = e.LayoutErr
+	}
+	var rem *remediate.Remediator
+	if err == nil {
+		rem, err = remediate.New(e, logLines{e.Log})
+	}
+	if err != nil {
+		d.env.Log.Error().Err(err).Msg("config reload failed; keeping the old configuration")
+		return
+	}
+	d.env, d.rem = e, rem
+	d.counter.Window = e.Config.Policy.Window
+	e.Log.Info().Str("mode", string(d.mode(e, d.dryRun))).Str("state_dir", e.Config.StateDir).
+		Int("threshold", e.Config.Policy.Threshold).Str("window", policy.ShortDuration(e.Config.Policy.Window)).
+		Str("commands_timeout", policy.ShortDuration(e.Config.Commands.Timeout)).Msg("configuration reloaded")
+}
+
+// work runs jobs one at a time until the channel closes.
+func (d *Daemon) work(ctx context.Context) {
+	for j := range d.jobs {
+		d.results <- d.do(ctx, j)
+	}
+}
+
+func (d *Daemon) do(ctx context.Context, j job) result {
+	e := j.env
+	if e.State.Dir != d.memDir {
+		// state_dir changed on reload: what the new journal remembers counts too.
+		entries, _ := e.State.Journal()
+		d.mem = merge(d.mem, state.Memory(entries, e.Layout.Include, e.Now()))
+		d.memDir = e.State.Dir
+	}
+	// A remediation runs to its end even if SIGTERM arrives: killing a restart halfway
+	// would leave Apache in a worse state than finishing it (the unit's stop timeout still
+	// bounds it).
+	ctx = context.WithoutCancel(ctx)
+	switch j.kind {
+	case policy.FinishInterrupted:
+		return d.remediate(ctx, j, policy.Decision{Kind: policy.FinishInterrupted, Reason: "a remediation was interrupted; finishing it"})
+	case policy.AutoRevert:
+		d.checkAutoRevert(ctx, j)
+		return result{}
+	}
+	now := e.Now()
+	dec := policy.Decide(policy.Input{
+		Now: now, Mode: d.mode(e, j.dryRun), Params: e.Config.Params(), Failures: j.n, Memory: d.mem,
+		Facts: d.facts.get(e.Layout, now),
+	})
+	switch dec.Kind {
+	case policy.Act:
+		return d.remediate(ctx, j, dec)
+	case policy.DryRun:
+		d.mem.LastAct = now
+		d.log(j, dec, nil)
+	case policy.None:
+	default:
+		// Reports: once per cooldown each, so a long outage does not flood the journal.
+		if t, ok := d.reports[dec.Kind]; !ok || now.Sub(t) >= e.Config.Policy.Cooldown {
+			d.reports[dec.Kind] = now
+			d.log(j, dec, nil)
+		}
+	}
+	return result{}
+}
+
+func (d *Daemon) remediate(ctx context.Context, j job, dec policy.Decision) result {
+	now := j.env.Now()
+	_, err := j.rem.Remediate(ctx, false)
+	d.facts.invalidate()
+	if remediate.IsRefused(err) {
+		// Refused under the lock (the host changed since the facts were read): nothing was
+		// changed, so it spends neither the cooldown nor the daily budget.
+		d.log(j, policy.Decision{Kind: policy.Refused, Reason: dec.Reason}, err)
+		return result{}
+	}
+	d.mem.LastAct = now
+	d.mem.Acts = append(d.mem.Acts, now)
+	d.log(j, dec, err)
+	return result{acted: err == nil, at: now}
+}
+
+// checkAutoRevert probes the responders while our block is in place; once all have answered
+// correctly for policy.auto_revert_after with no failure meanwhile, it reverts with the same
+// safety rules as `revert`.
+func (d *Daemon) checkAutoRevert(ctx context.Context, j job) {
+	e := j.env
+	after := e.Config.Policy.AutoRevertAfter
+	if after <= 0 || d.mode(e, j.dryRun) != policy.Enforce {
+		return
+	}
+	inc, err := os.ReadFile(e.Layout.Path(e.Layout.Include))
+	if err != nil || !apacheconf.InspectInclude(inc).ManagedBlock {
+		d.healthySince = time.Time{}
+		return
+	}
+	res := d.Probe(ctx, e.Layout)
+	now := e.Now()
+	healthy := len(res) > 0
+	for _, r := range res {
+		healthy = healthy && r.OK
+	}
+	if !healthy {
+		d.healthySince = time.Time{}
+		return
+	}
+	if d.healthySince.IsZero() || j.lastFailure.After(d.healthySince) {
+		d.healthySince = now
+	}
+	if now.Sub(d.healthySince) < after {
+		return
+	}
+	_, err = j.rem.Revert(ctx, false)
+	d.facts.invalidate()
+	d.log(j, policy.Decision{Kind: policy.AutoRevert, Reason: fmt.Sprintf("the responders have answered correctly since %s (policy.auto_revert_after %s)",
+		d.healthySince.UTC().Format(time.RFC3339), policy.ShortDuration(after))}, err)
+	d.healthySince = time.Time{}
+}
+
+// log writes the one structured line each decision gets.
+func (d *Daemon) log(j job, dec policy.Decision, err error) {
+	d.mu.Lock()
+	d.decided = append(d.decided, dec.Kind)
+	d.mu.Unlock()
+	e := j.env
+	ev := e.Log.Warn()
+	result := "ok"
+	if err != nil {
+		ev, result = e.Log.Error().Err(err), "failed"
+	}
+	ev.Str("decision", string(dec.Kind)).Str("mode", string(d.mode(e, j.dryRun))).Int("failures_in_window", j.n).
+		Int("threshold", e.Config.Policy.Threshold).Str("window", policy.ShortDuration(e.Config.Policy.Window)).
+		Str("cause", string(j.failure.Cause)).Str("responder", j.failure.Responder).Str("result", result).
+		Str("detail", dec.Reason).Msg("decision")
+}
+
+// merge is what two memories remember together.
+func merge(a, b policy.Memory) policy.Memory {
+	if b.LastAct.After(a.LastAct) {
+		a.LastAct = b.LastAct
+	}
+	if b.Cutoff.After(a.Cutoff) {
+		a.Cutoff = b.Cutoff
+	}
+	a.Acts = append(a.Acts, b.Acts...)
+	return a
+}
+
+// factsCache keeps the host facts while no file they were read from has changed and they are
+// younger than factsTTL: reading the config for every failure of a flood would make the worker
+// slower than the failures, and a stat of each config file costs microseconds.
+type factsCache struct {
+	facts policy.Facts
+	key   string
+	files []string // paths on this machine whose state the key records
+	at    time.Time
+}
+
+func (c *factsCache) get(l *apacheconf.Layout, now time.Time) policy.Facts {
+	if c.files != nil && now.Sub(c.at) < factsTTL && statKey(c.files) == c.key {
+		return c.facts
+	}
+	a := remediate.Assess(l)
+	files := []string{l.Path(l.Include), l.Path(l.HTTPDConf)}
+	if a.Config != nil {
+		for _, f := range a.Config.Files {
+			files = append(files, l.Path(f))
+		}
+	}
+	c.facts, c.files, c.key, c.at = a.Facts, files, statKey(files), now
+	return c.facts
+}
+
+func (c *factsCache) invalidate() { c.files = nil }
+
+// statKey records each file's identity, size and mtime; a missing file is recorded as such.
+func statKey(files []string) string {
+	var sb strings.Builder
+	for _, f := range files {
+		info, err := os.Stat(f)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			sb.WriteString("-\n")
+		case err != nil:
+			sb.WriteString("?\n")
+		default:
+			fmt.Fprintf(&sb, "%d %d %v\n", info.Size(), info.ModTime().UnixNano(), inode(info))
+		}
+	}
+	return sb.String()
+}
+
+func inode(info os.FileInfo) uint64 {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}

@@ -1,0 +1,549 @@
+// Package remediate is the transaction that turns OCSP stapling off in the pre-VirtualHost
+// include (Remediate) or back to the admin's setting (Revert): plan by reading only, refuse
+// what cannot be right, journal the intent, write atomically, rebuild if the include is not
+// wired, config-test, restart, verify, and restore the exact previous bytes on any failure.
+// Assess answers, by reading only, the host facts the policy decides on, with the same plan
+// and the same refusals a real run would apply.
+package remediate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/stapling-agent/stapling-agent/agent/env"
+	"github.com/stapling-agent/stapling-agent/agent/policy"
+	"github.com/stapling-agent/stapling-agent/agent/probe"
+	"github.com/stapling-agent/stapling-agent/agent/state"
+	"github.com/stapling-agent/stapling-agent/apacheconf"
+)
+
+// Remediator changes the include. Every change is config-tested and restarted, and restored
+// byte for byte if either fails, so Apache is never left on a config nobody tested.
+type Remediator struct {
+	Layout   *apacheconf.Layout
+	Cmds     apacheconf.Commands
+	Runner   apacheconf.Runner
+	State    *state.State
+	Log      zerolog.Logger
+	Out      io.Writer // the human report (stdout)
+	LockWait time.Duration
+	Now      func() time.Time
+	// Force turns stapling off even for vhosts serving Must-Staple certificates (remediate
+	// --force; the daemon never forces).
+	Force bool
+	// Verify, when set, handshakes with the local SSL vhosts before the change and after the
+	// restart; a vhost that served before and fails after triggers the rollback.
+	Verify probe.Handshaker
+}
+
+// New builds the Remediator for e, writing its report for people to out.
+func New(e *env.Env, out io.Writer) (*Remediator, error) {
+	l, err := e.RequireLayout()
+	if err != nil {
+		return nil, &Error{Outcome: Refused, Err: err}
+	}
+	t := e.Config.Commands.Timeout
+	return &Remediator{
+		Layout: l,
+		Cmds:   e.Commands(),
+		Runner: e.Runner,
+		State:  e.State,
+		Log:    e.Log,
+		Out:    out,
+		// The longest another run holds the lock: rebuild, config test and two restarts.
+		LockWait: 4*t + 30*time.Second,
+		Now:      e.Now,
+		Verify:   probe.TLSHandshaker{Timeout: 10 * time.Second},
+	}, nil
+}
+
+// maxVerify bounds the handshakes a remediation makes: during an outage each may wait the
+// responder timeout, and a cPanel host can have thousands of vhosts.
+const maxVerify = 10
+
+// Report says what a Remediate or Revert call saw and did.
+type Report struct {
+	Action   state.Action
+	Changed  bool // the include's bytes changed
+	Finished bool // an interrupted earlier run was completed
+	Noop     bool
+	Backup   string
+	Before   apacheconf.IncludeState
+	After    apacheconf.Stapling // effective stapling after the change
+}
+
+// Outcome is how a run that did not succeed ended.
+type Outcome int
+
+const (
+	Failed  Outcome = iota + 1 // failed, and rolled back (the message says if the rollback failed too)
+	Refused                    // refused before changing anything
+)
+
+// Error is a run that did not succeed. It wraps its cause, so errors.As still finds the
+// command's *apacheconf.CmdError after a failed config test, and errors.Is finds
+// context.DeadlineExceeded after a command timed out.
+type Error struct {
+	Outcome Outcome
+	Err     error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsRefused reports whether err is a refusal: nothing was changed.
+func IsRefused(err error) bool {
+	var re *Error
+	return errors.As(err, &re) && re.Outcome == Refused
+}
+
+func refused(format string, a ...any) error {
+	return &Error{Outcome: Refused, Err: fmt.Errorf(format, a...)}
+}
+
+func failed(format string, a ...any) error {
+	return &Error{Outcome: Failed, Err: fmt.Errorf(format, a...)}
+}
+
+// plan is everything a change needs, computed by reading only.
+type plan struct {
+	action  state.Action
+	snap    *apacheconf.FileSnapshot
+	before  apacheconf.IncludeState
+	next    []byte
+	changed bool
+	wired   bool
+	current *apacheconf.Config // the config as it reads now
+	after   *apacheconf.Config // the config as it would read with next in place
+	// mustStaple lists SSL vhosts that would lose stapling while serving a Must-Staple
+	// certificate.
+	mustStaple []string
+}
+
+func (r *Remediator) plan(action state.Action) (*plan, error) {
+	l := r.Layout
+	dir := path.Dir(l.Include)
+	if info, err := os.Stat(l.Path(dir)); err != nil || !info.IsDir() {
+		return nil, refused("include directory %s does not exist; is this a cPanel host? (EA %s layout)", dir, l.Kind)
+	}
+	snap, err := apacheconf.Snapshot(l.Path(l.Include))
+	if err != nil {
+		return nil, &Error{Outcome: Refused, Err: err}
+	}
+	if bytes.IndexByte(snap.Data, 0) >= 0 {
+		return nil, refused("%s contains NUL bytes; not an Apache config file, fix it by hand first", l.Include)
+	}
+	p := &plan{action: action, snap: snap, before: apacheconf.InspectInclude(snap.Data)}
+	if action == state.Remediate {
+		p.next, p.changed = apacheconf.ApplyBlock(snap.Data)
+	} else {
+		p.next, p.changed = apacheconf.RemoveBlock(snap.Data)
+	}
+	if p.current, err = apacheconf.ReadConfig(l); err != nil {
+		return nil, refused("read Apache config: %w", err)
+	}
+	p.after = p.current
+	if p.changed {
+		if p.after, err = apacheconf.ReadConfigWith(l, map[string][]byte{l.Include: p.next}); err != nil {
+			return nil, refused("read Apache config: %w", err)
+		}
+	}
+	p.wired = p.after.Includes(l.Root, l.Include)
+	if action == state.Remediate && p.changed {
+		p.mustStaple = losingMustStaple(l, p.current, p.after)
+	}
+	return p, nil
+}
+
+// losingMustStaple names the SSL vhosts whose stapling is on before and off after, and whose
+// certificate is Must-Staple.
+func losingMustStaple(l *apacheconf.Layout, before, after *apacheconf.Config) []string {
+	var losing []apacheconf.VHost
+	for i, v := range before.VHosts {
+		if i < len(after.VHosts) && before.StaplingOf(v) && !after.StaplingOf(after.VHosts[i]) {
+			losing = append(losing, v)
+		}
+	}
+	var out []string
+	for _, v := range probe.MustStapleVHosts(l, losing) {
+		out = append(out, fmt.Sprintf("%s (%s:%d, %s)", v.Name(), v.File, v.Line, v.CertFile))
+	}
+	return out
+}
+
+// guard refuses changes that cannot be right whatever happens next.
+func (r *Remediator) guard(p *plan) error {
+	l := r.Layout
+	switch {
+	case p.action == state.Remediate && !apacheconf.InspectInclude(p.next).StaplingOff:
+		return refused("%s would not turn stapling off at global scope even with our block (an unclosed container in it?); fix the file by hand", l.Include)
+	case !p.wired && l.Kind == apacheconf.KindEA3:
+		return refused("%s does not include %s; add `Include \"%s\"` before the VirtualHosts by hand (EA3 has no rebuildhttpdconf)", l.HTTPDConf, l.Include, l.Include)
+	case len(p.mustStaple) > 0 && !r.Force:
+		return refused("refusing to turn OCSP stapling off: %d SSL vhost(s) serve a Must-Staple certificate (TLS Feature status_request), which Firefox rejects without a staple: %s; reissue those certificates without Must-Staple, or pass --force",
+			len(p.mustStaple), strings.Join(p.mustStaple, "; "))
+	case p.action == state.Revert && p.changed && p.after.EffectiveStapling() != apacheconf.StaplingOff && p.after.StaplingCache == "":
+		// mod_ssl refuses to start with stapling on and no cache (AH01958).
+		return refused("reverting would turn stapling on, but no SSLStaplingCache is configured (Apache would not start: AH01958); configure one first")
+	}
+	return nil
+}
+
+// Assessment is what Assess read.
+type Assessment struct {
+	Facts policy.Facts
+	// Config is Apache's config as it reads now; nil when it cannot be read (ConfigErr).
+	Config    *apacheconf.Config
+	ConfigErr error
+}
+
+// Assess reads the host facts the policy decides on: effective stapling, whether the include
+// is wired and already turns stapling off, and, through the same plan and guard a real
+// remediation applies (without --force), whether a remediation would be refused and why. It
+// only reads; the daemon and the audit both decide on it.
+func Assess(l *apacheconf.Layout) Assessment {
+	r := &Remediator{Layout: l}
+	a := Assessment{Facts: policy.Facts{Include: l.Include, Effective: apacheconf.StaplingUnknown}}
+	p, err := r.plan(state.Remediate)
+	if err == nil {
+		err = r.guard(p)
+	}
+	if err != nil {
+		a.Facts.Refusal = err.Error()
+	}
+	if p != nil {
+		a.Config, a.Facts.IncludeOff = p.current, p.before.StaplingOff
+	} else {
+		a.Config, a.ConfigErr = apacheconf.ReadConfig(l)
+		if inc, err := os.ReadFile(l.Path(l.Include)); err == nil {
+			a.Facts.IncludeOff = apacheconf.InspectInclude(inc).StaplingOff
+		}
+	}
+	if a.Config != nil {
+		a.Facts.Effective = a.Config.EffectiveStapling()
+		a.Facts.Wired = a.Config.Includes(l.Root, l.Include)
+		a.Facts.Overrides = OverrideList(a.Config)
+	}
+	return a
+}
+
+// Remediate turns stapling off. See the README for the steps; in short: lock, plan, journal
+// the intent, write atomically, (rebuild if the include is not wired), config test, restart,
+// journal done; any failure restores the previous bytes.
+func (r *Remediator) Remediate(ctx context.Context, dryRun bool) (*Report, error) {
+	return r.change(ctx, state.Remediate, dryRun)
+}
+
+// Revert removes exactly our managed block, with the same safety rules.
+func (r *Remediator) Revert(ctx context.Context, dryRun bool) (*Report, error) {
+	return r.change(ctx, state.Revert, dryRun)
+}
+
+func (r *Remediator) change(ctx context.Context, action state.Action, dryRun bool) (*Report, error) {
+	if dryRun {
+		return r.dryRun(action)
+	}
+	// Refuse bad input before creating or locking anything: a refusal changes nothing on
+	// disk, our state directory included. The same checks run again under the lock.
+	if p, err := r.plan(action); err != nil {
+		return nil, err
+	} else if err := r.guard(p); err != nil {
+		return nil, err
+	}
+	if err := r.State.Ensure(); err != nil {
+		return nil, &Error{Outcome: Failed, Err: err}
+	}
+	unlock, err := r.State.Lock(ctx, r.LockWait)
+	if err != nil {
+		return nil, &Error{Outcome: Failed, Err: err}
+	}
+	defer unlock()
+
+	if removed, err := apacheconf.CleanTemps(r.Layout.Path(r.Layout.Include)); err != nil {
+		r.Log.Warn().Err(err).Msg("could not remove stale temp files")
+	} else if len(removed) > 0 {
+		r.Log.Info().Strs("files", removed).Msg("removed temp files left by an interrupted run")
+	}
+	unfinished, err := r.State.Unfinished(r.Layout.Include)
+	if err != nil {
+		return nil, &Error{Outcome: Failed, Err: err}
+	}
+	// An admin may save the include between our read and our write; the write then fails
+	// with ErrChanged and we plan again from the new bytes.
+	for attempt := 1; ; attempt++ {
+		rep, err := r.attempt(ctx, action, unfinished)
+		if !errors.Is(err, apacheconf.ErrChanged) || attempt == 3 {
+			return rep, err
+		}
+		r.Log.Warn().Err(err).Msg("the include changed while we were writing it; planning again")
+	}
+}
+
+func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinished *state.Entry) (*Report, error) {
+	p, err := r.plan(action)
+	if err != nil {
+		r.journal(action, state.Refused, err, "")
+		return nil, err
+	}
+	rep := &Report{Action: action, Changed: p.changed, Before: p.before, After: p.after.EffectiveStapling()}
+	if err := r.guard(p); err != nil {
+		r.journal(action, state.Refused, err, "")
+		return nil, err
+	}
+	if !p.changed && p.wired && unfinished == nil {
+		rep.Noop = true
+		r.say("%s: nothing to do: %s", action, r.noopReason(p))
+		return rep, nil
+	}
+	var before []probe.Handshake
+	if r.Verify != nil {
+		before = r.handshakes(ctx, p)
+	}
+	if unfinished != nil {
+		rep.Finished = true
+		r.say("%s: finishing an interrupted %s (last step %q at %s)", action, unfinished.Action, unfinished.Step, unfinished.Time.Format(time.RFC3339))
+	}
+
+	if p.changed {
+		if p.snap.Exists {
+			if rep.Backup, err = r.State.Backup(path.Base(r.Layout.Include), p.snap.Data); err != nil {
+				return nil, &Error{Outcome: Failed, Err: err}
+			}
+		}
+		// The intent goes to the journal before the file changes: a run killed after the
+		// rename but before the restart is finished by the next run.
+		if err := r.State.Append(r.entry(action, state.Intent, nil, rep.Backup)); err != nil {
+			return nil, &Error{Outcome: Failed, Err: err}
+		}
+		if err := p.snap.WriteAtomic(p.next); err != nil {
+			if errors.Is(err, apacheconf.ErrChanged) {
+				r.journal(action, state.Noop, err, "")
+				return nil, &Error{Outcome: Failed, Err: err}
+			}
+			r.journal(action, state.Failed, err, "")
+			return nil, failed("write %s: %w (file unchanged)", r.Layout.Include, err)
+		}
+		r.journal(action, state.Written, nil, rep.Backup)
+		r.say("%s: wrote %s (%s)", action, r.Layout.Include, r.changeWords(action, rep.Backup))
+	} else if unfinished == nil {
+		// Unchanged content but not wired: the rebuild below is the whole change.
+		if err := r.State.Append(r.entry(action, state.Intent, nil, "")); err != nil {
+			return nil, &Error{Outcome: Failed, Err: err}
+		}
+	}
+
+	if !p.wired {
+		if err := r.rebuild(ctx, p, action); err != nil {
+			return nil, err
+		}
+	}
+	if err := r.testAndRestart(ctx, p, action); err != nil {
+		return nil, err
+	}
+	detail := ""
+	if before != nil {
+		after := r.handshakes(ctx, p)
+		var broken []string
+		detail = "handshakes before/after:"
+		for i, b := range before {
+			a := after[i]
+			detail += fmt.Sprintf(" %s %s/%s", b.Name, b.Show(), a.Show())
+			if b.Err == nil && a.Err != nil {
+				broken = append(broken, fmt.Sprintf("%s (%v)", b.Name, a.Err))
+			}
+			if action == state.Remediate && a.Err == nil && a.Stapled {
+				r.say("%s: note: %s still sends a staple: it turns stapling on itself", action, b.Name)
+			}
+		}
+		r.say("%s: %s", action, detail)
+		if len(broken) > 0 {
+			return nil, r.rollback(ctx, p, action, Failed, true,
+				fmt.Errorf("verification failed: served before, fail after the restart: %s", strings.Join(broken, ", ")))
+		}
+	}
+	done := r.entry(action, state.Done, nil, rep.Backup)
+	done.Detail = detail
+	r.record(done, nil)
+	r.say("%s: done: effective OCSP stapling is now %s", action, rep.After)
+	if rep.After == apacheconf.StaplingMixed {
+		r.say("%s: warning: some SSL vhosts still turn stapling on themselves: %s", action, OverrideList(p.after))
+	}
+	return rep, nil
+}
+
+func (r *Remediator) noopReason(p *plan) string {
+	if p.action == state.Revert {
+		return fmt.Sprintf("no stapling-agent block in %s", r.Layout.Include)
+	}
+	who := "by an admin's own SSLUseStapling off"
+	if p.before.ManagedBlock {
+		who = "by the stapling-agent block"
+	}
+	return fmt.Sprintf("OCSP stapling is already off at global scope in %s (%s); effective stapling: %s", r.Layout.Include, who, p.after.EffectiveStapling())
+}
+
+func (r *Remediator) changeWords(action state.Action, backup string) string {
+	words := "added the managed block"
+	if action == state.Revert {
+		words = "removed the managed block"
+	}
+	if backup != "" {
+		words += "; previous bytes saved to " + backup
+	}
+	return words
+}
+
+// rebuild regenerates httpd.conf on EA4: cPanel writes the Include line for the
+// pre-VirtualHost include only if the file existed at the last rebuild (ea4_main.default).
+func (r *Remediator) rebuild(ctx context.Context, p *plan, action state.Action) error {
+	l := r.Layout
+	if len(r.Cmds.Rebuild) == 0 {
+		return r.rollback(ctx, p, action, Refused, false,
+			fmt.Errorf("%s does not include %s and no rebuild command is configured", l.HTTPDConf, l.Include))
+	}
+	r.say("%s: %s does not include %s; running %s", action, l.HTTPDConf, l.Include, strings.Join(r.Cmds.Rebuild, " "))
+	if _, err := r.Runner.Run(ctx, r.Cmds.Rebuild); err != nil {
+		return r.rollback(ctx, p, action, Failed, false, fmt.Errorf("rebuild failed: %w", err))
+	}
+	cfg, err := apacheconf.ReadConfig(l)
+	if err != nil {
+		return r.rollback(ctx, p, action, Failed, false, fmt.Errorf("read Apache config after rebuild: %w", err))
+	}
+	if !cfg.Includes(l.Root, l.Include) {
+		return r.rollback(ctx, p, action, Refused, false,
+			fmt.Errorf("%s still does not include %s after %s; wire it in by hand",
+				l.HTTPDConf, l.Include, strings.Join(r.Cmds.Rebuild, " ")))
+	}
+	p.wired = true
+	r.journal(action, state.Rebuilt, nil, "")
+	return nil
+}
+
+func (r *Remediator) testAndRestart(ctx context.Context, p *plan, action state.Action) error {
+	if _, err := r.Runner.Run(ctx, r.Cmds.ConfigTest); err != nil {
+		return r.rollback(ctx, p, action, Failed, false, fmt.Errorf("config test failed: %w", err))
+	}
+	r.say("%s: config test passed: %s", action, strings.Join(r.Cmds.ConfigTest, " "))
+	if _, err := r.Runner.Run(ctx, r.Cmds.Restart); err != nil {
+		return r.rollback(ctx, p, action, Failed, true, fmt.Errorf("restart failed: %w", err))
+	}
+	r.say("%s: Apache restarted: %s", action, strings.Join(r.Cmds.Restart, " "))
+	return nil
+}
+
+// rollback restores the include's previous bytes and, if a restart had been attempted, runs
+// the restart once more so Apache comes back on the old config. The returned error wraps
+// cause.
+func (r *Remediator) rollback(ctx context.Context, p *plan, action state.Action, outcome Outcome, restarted bool, cause error) error {
+	l := r.Layout
+	if !p.changed {
+		r.journal(action, state.Failed, cause, "")
+		return &Error{Outcome: Failed, Err: fmt.Errorf("%s: %w (the include was not changed by this run)", action, cause)}
+	}
+	if err := p.snap.Restore(); err != nil {
+		r.journal(action, state.Failed, fmt.Errorf("%w; restore failed: %v", cause, err), "")
+		return failed("%s: %w; AND restoring %s failed: %v; restore it from %s", action, cause, l.Include, err, r.State.Dir+"/backups")
+	}
+	if restarted {
+		if _, err := r.Runner.Run(ctx, r.Cmds.Restart); err != nil {
+			r.journal(action, state.Failed, fmt.Errorf("%w; restart on the old config failed: %v", cause, err), "")
+			return failed("%s: %w; restored %s byte for byte; restarting Apache on the old config ALSO failed, Apache may be down: %v", action, cause, l.Include, err)
+		}
+	}
+	step := state.RolledBack
+	if outcome == Refused {
+		step = state.Refused
+	}
+	r.journal(action, step, cause, "")
+	if restarted {
+		return &Error{Outcome: outcome, Err: fmt.Errorf("%s: %w; restored %s byte for byte and restarted Apache on it", action, cause, l.Include)}
+	}
+	return &Error{Outcome: outcome, Err: fmt.Errorf("%s: %w; restored %s byte for byte", action, cause, l.Include)}
+}
+
+func (r *Remediator) dryRun(action state.Action) (*Report, error) {
+	p, err := r.plan(action)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.guard(p); err != nil {
+		return nil, err
+	}
+	rep := &Report{Action: action, Changed: p.changed, Before: p.before, After: p.after.EffectiveStapling()}
+	r.say("dry run: %s would change nothing on disk and run nothing now", action)
+	if !p.changed && p.wired {
+		rep.Noop = true
+		r.say("%s: nothing to do: %s", action, r.noopReason(p))
+		return rep, nil
+	}
+	if p.changed {
+		io.WriteString(r.Out, unifiedDiff(r.Layout.Include, p.snap.Data, p.next, p.snap.Exists))
+	}
+	if !p.wired {
+		r.say("would run: %s   (%s does not include %s yet)", strings.Join(r.Cmds.Rebuild, " "), r.Layout.HTTPDConf, r.Layout.Include)
+	}
+	r.say("would run: %s", strings.Join(r.Cmds.ConfigTest, " "))
+	r.say("would run: %s", strings.Join(r.Cmds.Restart, " "))
+	r.say("effective OCSP stapling would be: %s", rep.After)
+	return rep, nil
+}
+
+// handshakes verifies up to maxVerify local SSL vhosts of the config as it will be.
+func (r *Remediator) handshakes(ctx context.Context, p *plan) []probe.Handshake {
+	return probe.Handshakes(ctx, r.Verify, probe.Targets(r.Layout, p.after, maxVerify))
+}
+
+func (r *Remediator) entry(action state.Action, step state.Step, err error, backup string) state.Entry {
+	e := state.Entry{Time: r.Now(), Run: runID, Action: action, Step: step, File: r.Layout.Include, Result: state.OK, Backup: backup}
+	if err != nil {
+		e.Result, e.Error = state.Error, err.Error()
+	}
+	return e
+}
+
+// journal records a step; a journal that cannot be written is logged, not fatal, once the
+// intent is safely recorded.
+func (r *Remediator) journal(action state.Action, step state.Step, err error, backup string) {
+	r.record(r.entry(action, step, err, backup), err)
+}
+
+func (r *Remediator) record(e state.Entry, err error) {
+	if jerr := r.State.Append(e); jerr != nil {
+		r.Log.Error().Err(jerr).Str("step", string(e.Step)).Msg("could not write journal")
+	}
+	ev := r.Log.Info()
+	if err != nil {
+		ev = r.Log.Error().Err(err)
+	}
+	if e.Detail != "" {
+		ev = ev.Str("detail", e.Detail)
+	}
+	ev.Str("action", string(e.Action)).Str("step", string(e.Step)).Str("file", e.File).Msg("remediation step")
+}
+
+func (r *Remediator) say(format string, a ...any) {
+	fmt.Fprintf(r.Out, format+"\n", a...)
+}
+
+// OverrideList names the SSL vhosts that turn stapling on themselves, with where they do.
+func OverrideList(c *apacheconf.Config) string {
+	var parts []string
+	for _, v := range c.Overrides() {
+		if v.SSL && v.Stapling == "on" {
+			parts = append(parts, fmt.Sprintf("%s (%s:%d)", v.Name(), v.StaplingAt.File, v.StaplingAt.Line))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// runID identifies this process's journal entries.
+var runID = fmt.Sprintf("%d-%d", time.Now().UnixNano(), os.Getpid())
