@@ -14,6 +14,7 @@ import (
 
 	"github.com/stapling-agent/stapling-agent/agent/config"
 
+	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
 	"github.com/stapling-agent/stapling-agent/agent/testguard"
 )
 
@@ -36,9 +37,15 @@ func testMain(m *testing.M) int {
 	os.Chmod(dir, 0o755) // the bad-input tests run it as nobody too
 	agentBin = filepath.Join(dir, "stapling-agent")
 	args := []string{"build", "-o", agentBin}
-	if os.Getenv("GOCOVERDIR") != "" {
-		// Coverage of the CLI as the tests run it, merged with the packages' own (.ci/run).
-		args = append(args, "-cover", "-coverpkg=github.com/stapling-agent/stapling-agent/...")
+	if dir := os.Getenv("STAPLING_AGENT_COVERDIR"); dir != "" {
+		// Coverage of the CLI as the tests run it, merged with the packages' own (.ci/run):
+		// every run of the binary writes its counters to GOCOVERDIR. (go test sets GOCOVERDIR
+		// for this process to a directory of its own, which nobody can write to.)
+		args = append(args, "-cover", "-covermode=atomic", "-coverpkg=github.com/stapling-agent/stapling-agent/...")
+		if err := os.Setenv("GOCOVERDIR", dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	build := exec.Command("go", append(args, "../agent/cmd/stapling-agent")...)
 	if out, err := build.CombinedOutput(); err != nil {
@@ -383,5 +390,39 @@ func TestCLIRunDaemon(t *testing.T) {
 	}
 	if n := strings.Count(standins(t, root), "restartsrv_httpd"); n != 1 {
 		t.Fatalf("%d restarts", n)
+	}
+}
+
+// config check validates exactly what every command loads: exit 0 and a summary when valid, 2
+// with the reason on one line when not; it changes nothing.
+func TestCLIConfigCheck(t *testing.T) {
+	root := cliHost(t)
+	cfg := filepath.Join(root, "etc/stapling-agent/config.yaml")
+	os.MkdirAll(filepath.Dir(cfg), 0o755)
+	os.WriteFile(cfg, []byte("mode: enforce\npolicy:\n  threshold: 5\n"), 0o600)
+	before := fakehost.SnapshotTree(t, filepath.Join(root, "etc/apache2"))
+	r := runAgent(t, nil, "--root", root, "config", "check")
+	if r.code != 0 || !strings.Contains(r.stdout, "configuration valid: mode enforce, policy 5 failures in 10m0s") {
+		t.Fatalf("valid: %+v", r)
+	}
+	for content, want := range map[string]string{
+		"mode: sometimes\n":           "mode must be enforce or dry-run",
+		"policy:\n  treshold: 5\n":    `unknown key "policy.treshold"`,
+		"policy:\n  window: banana\n": "window",
+	} {
+		os.WriteFile(cfg, []byte(content), 0o600)
+		r := runAgent(t, nil, "--root", root, "config", "check")
+		if r.code != 2 || r.stdout != "" || !strings.Contains(r.stderr, want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Fatalf("%q: %+v", content, r)
+		}
+	}
+	if r := runAgent(t, []string{"STAPLING_AGENT_POLICY_THRESHOLD=0"}, "--root", root, "--config", "/nonexistent.yaml", "config", "check"); r.code != 2 {
+		t.Fatalf("missing explicit config: %+v", r)
+	}
+	if fakehost.SnapshotTree(t, filepath.Join(root, "etc/apache2")) != before || standins(t, root) != "" {
+		t.Fatal("config check changed Apache's tree or ran a command")
+	}
+	if _, err := os.Stat(filepath.Join(root, config.DefaultStateDir)); !os.IsNotExist(err) {
+		t.Fatal("config check created the state directory")
 	}
 }

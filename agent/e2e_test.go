@@ -235,6 +235,22 @@ func TestE2EProbe(t *testing.T) {
 	if code != 1 || rep.Targets[0].Staple.Present || rep.Responders[0].OK || rep.Responders[0].Cause != "connect_refused" {
 		t.Fatalf("responder down: exit %d %+v", code, rep)
 	}
+
+	// audit --probe: real failures in the log, and the responder failing now with the same
+	// cause confirms them.
+	l.failuresFor(3)
+	r := runAgent(t, nil, "--root", l.dir, "audit", "--probe", "--format", "json")
+	var doc struct {
+		Status  string
+		Summary string
+		Probe   *probe.Report
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != 2 || doc.Probe == nil || len(doc.Probe.Responders) != 1 {
+		t.Fatalf("audit --probe: exit %d, %v\n%s", r.code, err, r.stdout)
+	}
+	if doc.Probe.Responders[0].Cause != "connect_refused" || !strings.Contains(doc.Summary, "confirmed now: http://127.0.0.1:"+l.ocspPort+"/ fails from this host (connect_refused)") {
+		t.Fatalf("audit --probe summary %q, responders %+v", doc.Summary, doc.Probe.Responders)
+	}
 	if code, _ := probeJSON(t, "--target", "127.0.0.1:"+l.httpsPort, "--servername", "shop.test"); code != 0 {
 		t.Fatalf("--target: exit %d", code)
 	}

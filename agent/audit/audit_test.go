@@ -150,3 +150,14 @@ func TestAuditUnknown(t *testing.T) {
 		t.Fatalf("no layout: %+v", r)
 	}
 }
+
+// An audit window shorter than the policy window still decides on the whole policy window,
+// as the daemon's start would.
+func TestAuditShortSinceStillDecidesOnThePolicyWindow(t *testing.T) {
+	log := outage(3, 6*time.Minute, "111", "AH01974", "could not connect to OCSP responder 'ocsp.example.net'")
+	_, e := auditFixture(t, wiredHTTPD, "", log)
+	r := Run(context.Background(), e, Options{Since: 5 * time.Minute})
+	if r.Failures.Total != 0 || r.Policy.Decision.Kind != "remediate" || r.Status != Critical {
+		t.Fatalf("total %d decision %+v status %s", r.Failures.Total, r.Policy.Decision, r.Status)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/stapling-agent/stapling-agent/agent/config"
 	"github.com/stapling-agent/stapling-agent/agent/env"
 	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
@@ -334,5 +336,32 @@ func TestDaemonAutoRevert(t *testing.T) {
 	step(25 * time.Minute)
 	if !strings.HasSuffix(r.decisions(), "auto_revert") || r.Read(t, ea4Include) != adminBytes {
 		t.Fatalf("decisions %s, include %q", r.decisions(), r.Read(t, ea4Include))
+	}
+}
+
+// An error_log that is missing at start is reported (at most once a minute, not every poll)
+// and followed from its start once it appears.
+func TestDaemonWaitsForAMissingLog(t *testing.T) {
+	var logs syncBuffer
+	r := newRig(t, policy.Enforce, "", nil)
+	r.env.Log = zerolog.New(&logs)
+	os.Remove(filepath.Join(r.Root, fakehost.EA4Log))
+	r.begin()
+	for i := 0; i < 10; i++ {
+		r.poll()
+	}
+	if n := strings.Count(logs.String(), "cannot read error_log"); n != 1 {
+		t.Fatalf("%d error lines in 10 polls:\n%s", n, logs.String())
+	}
+	r.Advance(time.Minute)
+	r.poll()
+	if n := strings.Count(logs.String(), "cannot read error_log"); n != 2 {
+		t.Fatalf("%d error lines after a minute", n)
+	}
+	r.reopen()
+	r.fail(3)
+	r.poll()
+	if r.decisions() != "remediate" {
+		t.Fatalf("decisions %s", r.decisions())
 	}
 }

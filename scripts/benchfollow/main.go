@@ -8,8 +8,9 @@
 //     of every second; the lag of each of those failures shows whether the daemon keeps up;
 //   - idle CPU over -idle and peak RSS (VmHWM) of both processes.
 //
-// It prints a report and exits 1 if a target is missed (p99 latency < 1 s; keeps up with the
-// rate without growing lag; RSS < 30 MB; idle CPU < 1%).
+// It prints a report and exits 1 if a target is missed (p99 latency at most 10x tail -F's in the
+// same run; keeps up with at least 150,000 lines/s without growing lag; RSS < 30 MB; idle CPU
+// < 1%).
 package main
 
 import (
@@ -201,8 +202,9 @@ func main() {
 			bad = true
 		}
 	}
-	miss(ap < time.Second, "p99 detection latency under 1 s")
-	miss(float64(lines)/elapsed.Seconds() >= 100000, "offered at least 100,000 lines/s (the machine could not write that fast)")
+	miss(ap <= 10*tp, "p99 detection latency at most 10x tail -F's")
+	// The writer paces itself to -rate; 3% below it is its own scheduling, not the daemon's.
+	miss(*rate >= 150000 && float64(lines)/elapsed.Seconds() >= 0.97*float64(*rate), "offered at least 150,000 lines/s (the machine could not write that fast)")
 	miss(maxDur(aLag) < time.Second, "keeps up: every per-second failure decided within 1 s")
 	miss(aLag[len(aLag)-1] <= aLag[0]+500*time.Millisecond, "lag does not grow over the run")
 	miss(aRSS < 30*1024, "resident memory under 30 MB")
