@@ -64,6 +64,9 @@ func Build(f Flags) (*Env, error) {
 	if root == "" {
 		root = "/"
 	}
+	if info, err := os.Stat(root); err != nil || !info.IsDir() {
+		return nil, fmt.Errorf("%w: %s is not a directory", ErrRoot, root)
+	}
 	file, explicit := f.ConfigFile, f.ConfigFile != ""
 	if !explicit {
 		file = apacheconf.HostPath(root, config.DefaultConfigFile)
@@ -75,9 +78,6 @@ func Build(f Flags) (*Env, error) {
 	log, err := NewLogger(f.Stderr, cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", config.ErrConfig, err)
-	}
-	if info, err := os.Stat(root); err != nil || !info.IsDir() {
-		return nil, fmt.Errorf("%w: %s is not a directory", ErrRoot, root)
 	}
 	e := &Env{
 		Root:   root,
