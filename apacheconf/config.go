@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -36,6 +37,11 @@ type VHost struct {
 	// Stapling is the vhost's own SSLUseStapling value ("on"/"off"), "" when it inherits.
 	Stapling   string
 	StaplingAt Location
+	// Account is the cPanel account that owns the vhost: the user of cPanel's
+	// `SuexecUserGroup USER GROUP` (inside <IfModule suexec_module>), else USER of a
+	// DocumentRoot under /home/USER/; "" when neither says.
+	Account      string
+	DocumentRoot string
 }
 
 // Name is how an operator recognises the vhost: ServerName, else its first address.
@@ -56,7 +62,13 @@ type Config struct {
 	Global        string
 	GlobalAt      Location
 	StaplingCache string
-	VHosts        []VHost
+	// ResponderTimeout is the global SSLStaplingResponderTimeout in seconds, 0 when unset
+	// (Apache's default is 10; cPanel's template sets 3).
+	ResponderTimeout int
+	// OCSPProxyURL is the global SSLOCSPProxyURL: mod_ssl then reaches every responder
+	// through this HTTP proxy, and its error lines name the proxy.
+	OCSPProxyURL string
+	VHosts       []VHost
 	// Warnings are things Apache itself might reject or that were skipped (unmatched Include).
 	Warnings []string
 
@@ -199,7 +211,7 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 	data, ok := w.override[host]
 	if !ok {
 		var err error
-		if data, err = os.ReadFile(w.l.Path(host)); err != nil {
+		if data, err = ReadFile(w.l.Path(host), MaxConfigFile); err != nil {
 			return fmt.Errorf("read %s: %w", host, err)
 		}
 	}
@@ -295,6 +307,20 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 		if w.vhost == nil {
 			w.cfg.StaplingCache = arg()
 		}
+	case "sslstaplingrespondertimeout":
+		if n, err := strconv.Atoi(arg()); err == nil && n > 0 && w.vhost == nil {
+			w.cfg.ResponderTimeout = n
+		}
+	case "sslocspproxyurl":
+		if w.vhost == nil {
+			w.cfg.OCSPProxyURL = arg()
+		}
+	}
+	// Ownership is cPanel's marker wherever the template puts it in the vhost (inside
+	// <IfModule suexec_module><IfModule !mod_ruid2.c>, or mod_ruid2's RUidGid): which module
+	// is loaded changes how the account's code runs, not whose vhost it is.
+	if w.vhost != nil && (name == "suexecusergroup" || name == "ruidgid") && arg() != "" {
+		w.vhost.Account = arg()
 	}
 	if w.vhost == nil || !vhostScope(stack) {
 		return nil
@@ -302,6 +328,13 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 	switch name {
 	case "servername":
 		w.vhost.ServerName = arg()
+	case "documentroot":
+		w.vhost.DocumentRoot = w.resolve(arg())
+		if rest, ok := strings.CutPrefix(w.vhost.DocumentRoot, "/home/"); ok && w.vhost.Account == "" {
+			if user, _, _ := strings.Cut(rest, "/"); user != "" {
+				w.vhost.Account = user
+			}
+		}
 	case "serveralias":
 		w.vhost.Aliases = append(w.vhost.Aliases, s.Args...)
 	case "sslengine":

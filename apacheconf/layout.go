@@ -134,7 +134,7 @@ func Detect(root string) (*Layout, error) {
 // are not key=value (or are comments) are counted in PathsConfJunk and otherwise ignored, since
 // a stray line in a cPanel-managed file must not stop the agent.
 func (l *Layout) readPathsConf(p map[string]string) error {
-	data, err := os.ReadFile(l.Path(ea4PathsConf))
+	data, err := ReadFile(l.Path(ea4PathsConf), MaxSmallFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -93,19 +93,14 @@ func (fl *Follower) Start(start int64) (int64, error) {
 	return start, nil
 }
 
+// open opens the path through openRegular: O_NONBLOCK, so a FIFO put at the path cannot
+// block the daemon's loop (and its watchdog keep-alive) in open(2), and the regular-file
+// check on the fstat of the open descriptor, so a FIFO or a device is reported through
+// OnError and retried instead of read.
 func (fl *Follower) open() (*tracked, error) {
-	f, err := os.Open(fl.Path)
+	f, info, err := openRegular(fl.Path)
 	if err != nil {
 		return nil, err
-	}
-	info, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !info.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file", fl.Path)
 	}
 	fl.Opens.Add(1)
 	return &tracked{f: f, info: info}, nil
