@@ -17,7 +17,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -109,7 +108,8 @@ type CertFile struct {
 
 // LoadCertFile reads the leaf certificate and its issuer from a PEM file.
 func LoadCertFile(path string) (*CertFile, error) {
-	data, err := os.ReadFile(path)
+	// Bounded and never blocking: a tenant can point its vhost's certificate at a FIFO or a device.
+	data, err := apacheconf.ReadFile(path, apacheconf.MaxCertFile)
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +296,7 @@ func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult
 		} else if t.Configured != nil {
 			issuer = t.Configured.Issuer
 		}
-		resp, err := ocsp.ParseResponse(cs.OCSPResponse, issuer)
+		resp, err := VerifyOCSP(cs.OCSPResponse, leaf, issuer)
 		r.Staple.Status, r.Staple.CertStatus = ocspOutcome(resp, err)
 		if resp != nil && !resp.NextUpdate.IsZero() {
 			nu := resp.NextUpdate.UTC()
@@ -368,7 +368,7 @@ func probeResponder(ctx context.Context, url string, cf *CertFile, timeout time.
 	if resp.StatusCode != http.StatusOK {
 		return fail(logwatch.CauseHTTPStatus, fmt.Errorf("HTTP %s", resp.Status))
 	}
-	parsed, err := ocsp.ParseResponseForCert(data, cf.Leaf, cf.Issuer)
+	parsed, err := VerifyOCSP(data, cf.Leaf, cf.Issuer)
 	r.OCSPStatus, r.CertStatus = ocspOutcome(parsed, err)
 	var re ocsp.ResponseError
 	if err != nil && !errors.As(err, &re) {
