@@ -44,7 +44,7 @@ func TestCLIAudit(t *testing.T) {
 	os.MkdirAll(filepath.Join(root, "var/log/apache2"), 0o755)
 	os.Symlink("../../var/log/apache2", filepath.Join(root, "etc/apache2/logs"))
 	os.WriteFile(filepath.Join(root, "var/log/apache2/error_log"),
-		[]byte(outage(3, 2*time.Minute, "111", "AH01974", "could not connect to OCSP responder '127.0.0.1:8888'")+forgedLines), 0o644)
+		[]byte(outage(3, 2*time.Minute, "111", "AH01974", "could not connect to OCSP responder '127.0.0.1:9'")+forgedLines), 0o644)
 	before := fakehost.SnapshotTree(t, root)
 
 	r := runAgent(t, nil, "--root", root, "audit", "--format", "json")
@@ -63,7 +63,7 @@ func TestCLIAudit(t *testing.T) {
 	}
 	fails := doc["failures"].(map[string]any)
 	if doc["schema"] != audit.Schema || doc["status"] != "critical" || fails["total"] != 3.0 ||
-		fails["by_cause"].(map[string]any)["connect_refused"] != 3.0 || fails["by_responder"].(map[string]any)["127.0.0.1:8888"] != 3.0 {
+		fails["by_cause"].(map[string]any)["connect_refused"] != 3.0 || fails["by_responder"].(map[string]any)["127.0.0.1:9"] != 3.0 {
 		t.Fatalf("JSON: %s", r.stdout)
 	}
 

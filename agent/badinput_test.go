@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -175,4 +176,144 @@ func TestBadInputErrorLog(t *testing.T) {
 			t.Fatalf("%+v", r)
 		}
 	})
+}
+
+// Every read is bounded and cancellable: an error_log a tenant made huge (here 64 GB, sparse:
+// no line ends, nothing to parse) stops the audit within 2 s of SIGTERM, and within its
+// --timeout, with status unknown (exit 3) and a clear word; a FIFO in place of the error_log or
+// of a certificate is refused at once.
+func TestAuditStopsOnSignalAndTimeout(t *testing.T) {
+	root := cliHost(t)
+	logDir := filepath.Join(root, "var/log/apache2")
+	os.MkdirAll(logDir, 0o755)
+	os.Symlink("../../var/log/apache2", filepath.Join(root, "etc/apache2/logs"))
+	if err := os.Truncate(filepath.Join(logDir, "error_log"), 0); err != nil {
+		f, _ := os.Create(filepath.Join(logDir, "error_log"))
+		f.Close()
+	}
+	if err := os.Truncate(filepath.Join(logDir, "error_log"), 64<<30); err != nil {
+		t.Fatal(err)
+	}
+
+	cmd := exec.Command(agentBin, "--root", root, "audit", "--format", "json")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // well into the scan
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 || !strings.Contains(out.String(), "stopped (signal)") {
+			t.Fatalf("after SIGTERM: %v\n%s%s", err, out.String(), errb.String())
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %s after SIGTERM", d)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("audit ignored SIGTERM")
+	}
+
+	start = time.Now()
+	r := runAgent(t, nil, "--root", root, "audit", "--timeout", "500ms", "--format", "nagios")
+	if r.code != 3 || !strings.HasPrefix(r.stdout, "STAPLING UNKNOWN - the audit ran out of time (--timeout)") || time.Since(start) > 3*time.Second {
+		t.Fatalf("--timeout: %+v after %s", r, time.Since(start))
+	}
+
+	os.Remove(filepath.Join(logDir, "error_log"))
+	if err := syscall.Mkfifo(filepath.Join(logDir, "error_log"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = runAgent(t, nil, "--root", root, "audit", "--format", "nagios")
+	if r.code != 3 || !strings.Contains(r.stdout, "named pipe (FIFO), not a regular file") {
+		t.Fatalf("FIFO error_log: %+v", r)
+	}
+	os.Remove(filepath.Join(logDir, "error_log"))
+	os.WriteFile(filepath.Join(logDir, "error_log"), nil, 0o644)
+	os.Remove(filepath.Join(root, fakehost.CertFile))
+	if err := syscall.Mkfifo(filepath.Join(root, fakehost.CertFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"audit"}, {"remediate", "--dry-run"}, {"probe"}} {
+		start := time.Now()
+		r := runAgent(t, nil, append([]string{"--root", root}, args...)...)
+		if time.Since(start) > 5*time.Second || r.code == -1 {
+			t.Fatalf("%v with a FIFO certificate: %+v after %s", args, r, time.Since(start))
+		}
+	}
+}
+
+// Root acts only through what only root could have written: a --root tree owned by another
+// user (a sudo rule that does not pin the arguments lets a user point --root at their own tree
+// with their own "apachectl"), a group-writable command, a state directory or an --output
+// directory that is a symlink: each is refused with a clear word, nothing runs, nothing is
+// written through the link.
+func TestPrivilegeRefusals(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the checks apply when the agent runs as root")
+	}
+	nobody := func(t *testing.T, root string) {
+		t.Helper()
+		if out, err := exec.Command("chown", "-R", "nobody", root).CombinedOutput(); err != nil {
+			t.Fatalf("chown: %v %s", err, out)
+		}
+	}
+	t.Run("tree owned by another user", func(t *testing.T) {
+		root := cliHost(t)
+		nobody(t, root)
+		for _, args := range [][]string{{"remediate"}, {"revert"}, {"run"}} {
+			r := runAgent(t, nil, append([]string{"--root", root}, args...)...)
+			if r.code != 2 || !strings.Contains(r.stderr, "owned by uid") || standins(t, root) != "" {
+				t.Fatalf("%v: %+v; ran %q", args, r, standins(t, root))
+			}
+		}
+		// Reading is still allowed: the audit runs nothing.
+		if r := runAgent(t, nil, "--root", root, "remediate", "--dry-run"); r.code != 0 {
+			t.Fatalf("dry run: %+v", r)
+		}
+	})
+	t.Run("group-writable command", func(t *testing.T) {
+		root := cliHost(t)
+		os.Chmod(filepath.Join(root, "usr/local/cpanel/scripts/restartsrv_httpd"), 0o775)
+		r := runAgent(t, nil, "--root", root, "remediate")
+		if r.code != 2 || !strings.Contains(r.stderr, "writable by group or others") || standins(t, root) != "" || !strings.Contains(readFile(t, filepath.Join(root, ea4Include)), "KeepAliveTimeout 5") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("state directory is a symlink", func(t *testing.T) {
+		root := cliHost(t)
+		elsewhere := t.TempDir()
+		os.MkdirAll(filepath.Join(root, "var/lib"), 0o755)
+		os.Symlink(elsewhere, filepath.Join(root, "var/lib/stapling-agent"))
+		r := runAgent(t, nil, "--root", root, "remediate")
+		if r.code == 0 || !strings.Contains(r.stderr, "is a symlink") || standins(t, root) != "" {
+			t.Fatalf("%+v", r)
+		}
+		if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+			t.Fatalf("wrote through the link: %v", entries)
+		}
+	})
+	t.Run("output directory is a symlink", func(t *testing.T) {
+		root := cliHost(t)
+		elsewhere, dir := t.TempDir(), t.TempDir()
+		os.Symlink(elsewhere, filepath.Join(dir, "textfile"))
+		r := runAgent(t, nil, "--root", root, "audit", "--format", "prometheus", "--output", filepath.Join(dir, "textfile", "x.prom"))
+		if r.code != 3 || !strings.Contains(r.stderr, "is a symlink") {
+			t.Fatalf("%+v", r)
+		}
+		if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+			t.Fatalf("wrote through the link: %v", entries)
+		}
+	})
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, _ := os.ReadFile(p)
+	return string(b)
 }

@@ -23,6 +23,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -223,7 +224,7 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 
 func newAuditCmd(g *globals) *cobra.Command {
 	var (
-		since          time.Duration
+		since, timeout time.Duration
 		format, output string
 		withProbe      bool
 	)
@@ -252,12 +253,23 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 				return unknown(err)
 			}
 			host, _ := os.Hostname()
-			rep := audit.Run(cmd.Context(), e, audit.Options{Since: since, Host: host, Probe: withProbe, ProbeTimeout: 5 * time.Second, Version: AgentVersion()})
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			rep := audit.Run(ctx, e, audit.Options{Since: since, Host: host, Probe: withProbe, ProbeTimeout: 5 * time.Second, Version: AgentVersion()})
 			var buf bytes.Buffer
 			if err := audit.Render(&buf, rep, f); err != nil {
 				return unknown(err)
 			}
 			if output != "" {
+				// Never through a symlinked directory: the file is replaced as root.
+				abs, _ := filepath.Abs(output)
+				if err := apacheconf.NoSymlinkBelow("/", filepath.Dir(abs)); err != nil {
+					return unknown(fmt.Errorf("--output: %w", err))
+				}
 				if err := apacheconf.WriteFileAtomic(output, buf.Bytes(), 0o644); err != nil {
 					return unknown(err)
 				}
@@ -274,6 +286,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 	cmd.Flags().StringVar(&format, "format", string(audit.Text), "output: text, json, nagios or prometheus")
 	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
 	cmd.Flags().BoolVar(&withProbe, "probe", false, "also probe the SSL vhosts and OCSP responders now (see probe)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up (status unknown, exit 3) after this long; 0: no limit (SIGTERM always stops it within 2 s)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
 }

@@ -87,6 +87,10 @@ func runCmd(t *testing.T, cmd *exec.Cmd) result {
 	return result{code, out.String(), errb.String()}
 }
 
+// cliResponder is the OCSP URL of the CLI hosts' certificate: a local port where nothing
+// listens, so the agent's own check of the responder finds it down, as during an outage.
+const cliResponder = "http://127.0.0.1:9/"
+
 // cliHost is a fake EA4 tree whose cPanel scripts are recording stand-ins: each appends its
 // argv to standins.log; apachectl fails while ROOT/fail-configtest exists, restartsrv_httpd
 // while ROOT/fail-restart exists.
@@ -97,6 +101,7 @@ func cliHost(t *testing.T) string {
 		"/etc/cpanel/ea4/is_ea4": "",
 		ea4HTTPD:                 wiredHTTPD,
 		ea4Include:               adminBytes,
+		fakehost.CertFile:        fakehost.Cert(t, "a.example", cliResponder, false),
 	}
 	for p, c := range files {
 		os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755)
@@ -363,7 +368,7 @@ func TestCLIRunDaemon(t *testing.T) {
 	defer w.Close()
 	ts := time.Now().Format("Mon Jan 02 15:04:05.000000 2006")
 	for i := 0; i < 3; i++ {
-		fmt.Fprintf(w, "[%s] [ssl:error] [pid %d] (111)Connection refused: [client 1.2.3.4:443] AH01974: could not connect to OCSP responder 'ocsp.example.net'\n", ts, 50+i)
+		fmt.Fprintf(w, "[%s] [ssl:error] [pid %d] (111)Connection refused: [client 1.2.3.4:443] AH01974: could not connect to OCSP responder '127.0.0.1:9'\n", ts, 50+i)
 		fmt.Fprintf(w, "[%s] [ssl:error] [pid %d] AH01941: stapling_renew_response: responder error\n", ts, 50+i)
 	}
 	waitFor(t, "the decision", func() bool { return strings.Contains(stderr.String(), `"decision":"remediate"`) })

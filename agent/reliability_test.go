@@ -119,7 +119,7 @@ func TestReliabilityConcurrentInstances(t *testing.T) {
 	os.MkdirAll(logDir, 0o755)
 	os.Symlink("../../var/log/apache2", filepath.Join(root, "etc/apache2/logs"))
 	os.WriteFile(filepath.Join(logDir, "error_log"),
-		[]byte(outage(3, time.Minute, "111", "AH01974", "could not connect to OCSP responder 'ocsp.example.net'")), 0o644)
+		[]byte(outage(3, time.Minute, "111", "AH01974", "could not connect to OCSP responder '127.0.0.1:9'")), 0o644)
 
 	var daemons []*exec.Cmd
 	for i := 0; i < 2; i++ {

@@ -88,6 +88,26 @@ standin "$dir/usr/sbin/httpd" "Server version: Apache/2.4.62 (cPanel)"
 standin "$dir/usr/local/cpanel/scripts/restartsrv_httpd" "Waiting for httpd to restart gracefully ... httpd restarted successfully."
 standin "$dir/usr/local/cpanel/scripts/rebuildhttpdconf" "Built /etc/apache2/conf/httpd.conf OK"
 
+# The vhosts' certificates (cPanel's combined files: certificate, key, CA bundle) name the OCSP
+# responder http://127.0.0.1:9/: a local port where nothing listens stands in for a CA's
+# responder this host cannot reach, so the audit's own check of it (it asks a responder before
+# believing error_log) fails here as it would during a real outage, and the demo never
+# contacts a real CA.
+ca="$dir/var/cpanel/ssl/sample-ca"
+mkdir -p "$ca"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/ca.key" -out "$ca/ca.crt" \
+  -days 30 -subj "/CN=stapling-agent sample CA" -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null
+for name in shop.example.com blog.example.net; do
+  d="$dir/var/cpanel/ssl/apache_tls/$name"
+  mkdir -p "$d"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/key" -out "$d/csr" -subj "/CN=$name" 2>/dev/null
+  printf 'subjectAltName=DNS:%s\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:9/\n' "$name" >"$d/ext"
+  openssl x509 -req -in "$d/csr" -CA "$ca/ca.crt" -CAkey "$ca/ca.key" -set_serial "0x$(openssl rand -hex 8)" \
+    -days 20 -extfile "$d/ext" -out "$d/crt" 2>/dev/null
+  cat "$d/crt" "$d/key" "$ca/ca.crt" >"$d/combined"
+  rm -f "$d/csr" "$d/ext" "$d/crt" "$d/key"
+done
+
 # error_log: noise, then a responder outage a few minutes ago. Apache writes local time.
 ts() { date -d "$1" '+%a %b %d %H:%M:%S.%6N %Y'; }
 log="$dir/var/log/apache2/error_log"
@@ -97,7 +117,7 @@ log="$dir/var/log/apache2/error_log"
   echo "[$(ts '-90 minutes')] [authz_core:error] [pid 2213] [client 203.0.113.9:40112] AH01630: client denied by server configuration: /home/blog/public_html/.env"
   echo "[$(ts '-70 minutes')] [core:error] [pid 2214] [client 203.0.113.66:41000] AH00126: Invalid URI in request GET /x]%20[ssl:error]%20AH01941:%20stapling_renew_response:%20responder%20error HTTP/1.1"
   for m in 12 9 6 3; do
-    echo "[$(ts "-$m minutes")] [ssl:error] [pid 3${m}41] (70007)The timeout specified has expired: [client 192.0.2.10:443] AH01974: could not connect to OCSP responder 'ocsp.sectigo.com'"
+    echo "[$(ts "-$m minutes")] [ssl:error] [pid 3${m}41] (70007)The timeout specified has expired: [client 192.0.2.10:443] AH01974: could not connect to OCSP responder '127.0.0.1:9'"
     echo "[$(ts "-$m minutes")] [ssl:error] [pid 3${m}41] AH01941: stapling_renew_response: responder error"
   done
 } >"$log"

@@ -98,6 +98,10 @@ type Report struct {
 		BytesScanned int64    `json:"bytes_scanned"`
 		LinesScanned int64    `json:"lines_scanned"`
 		SkippedLines int64    `json:"skipped_lines"`
+		// Disordered counts files whose lines were out of time order where the window
+		// search probed (forged dates, a clock step): they were read whole, so no forged
+		// block can steer the search past an outage.
+		Disordered int64 `json:"disordered_files"`
 	} `json:"log"`
 	Failures struct {
 		Total       int            `json:"total"`
@@ -108,6 +112,13 @@ type Report struct {
 		MaxInWindow int            `json:"max_in_window"`
 		// AfterRemediation counts failures logged after our last completed remediation.
 		AfterRemediation int `json:"after_remediation"`
+		// Foreign counts failures naming a responder that no certificate an SSL vhost serves
+		// uses: a tenant's own certificate or a forged line. Reported, never counted.
+		Foreign int `json:"foreign"`
+		// Skewed counts failure lines dated out of order (more than policy.MaxSkew before a
+		// line already read, or after now): not written by Apache when they claim. Never
+		// counted.
+		Skewed int `json:"skewed"`
 	} `json:"failures"`
 	CertificateEvents EventSummary `json:"certificate_events"`
 	InitEvents        EventSummary `json:"init_events"`
@@ -196,6 +207,9 @@ type Options struct {
 	Probe        bool          // also probe the SSL vhosts and responders now
 	ProbeTimeout time.Duration // for each handshake and OCSP request
 	Version      string        // the agent's version, for the report
+	// Ask asks a responder from this host when the decision needs corroboration (the audit
+	// says what the daemon would do, so it asks as the daemon would); nil is the real one.
+	Ask remediate.Asker
 }
 
 // Run reads the layout, the Apache config, the include, our journal and the error_log window,
@@ -249,7 +263,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 			r.Stapling.MustStaple = append(r.Stapling.MustStaple, Override{File: v.File, Line: v.Line, VHost: v.Name(), Value: v.CertFile})
 		}
 	}
-	include, incErr := os.ReadFile(l.Path(l.Include))
+	include, incErr := apacheconf.ReadFile(l.Path(l.Include), apacheconf.MaxConfigFile)
 	if errors.Is(incErr, fs.ErrNotExist) {
 		incErr = nil
 	}
@@ -266,13 +280,12 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	// policy window) for the decision.
 	all := &policy.Counter{Window: cfg.Policy.Window}
 	replay := &policy.Counter{Window: cfg.Policy.Window}
-	var reached, cutoff time.Time
+	var reached, cutoff, latest time.Time
 	// The daemon's start-up replay: the last policy window, counted with today's memory.
 	memNow := state.MemoryAt(acts, now)
 	recent, daemonView := now.Add(-cfg.Policy.Window), &policy.Counter{Window: cfg.Policy.Window}
-	inWindow := 0
 	var corr logwatch.Correlator
-	st, logErr := logwatch.ScanHistory(l.Path(l.ErrorLog), r.Window.Since, now.Add(time.Second), func(ev logwatch.Event) {
+	st, logErr := logwatch.ScanHistoryContext(ctx, l.Path(l.ErrorLog), r.Window.Since, now.Add(time.Second), func(ev logwatch.Event) {
 		switch ev.Kind {
 		case logwatch.KindCertStatus:
 			r.CertificateEvents.add(ev)
@@ -283,10 +296,20 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 		if !ok {
 			return
 		}
+		if f.Time.After(now.Add(policy.MaxSkew)) || (!latest.IsZero() && f.Time.Before(latest.Add(-policy.MaxSkew))) {
+			r.Failures.Skewed++
+			return
+		}
+		latest = later(latest, f.Time)
+		key, served := a.Facts.Attribute(f.Responder)
+		if !served {
+			r.Failures.Foreign++
+			return
+		}
 		r.addFailure(f)
-		all.Add(f.Time)
+		all.Add(f.Time, key)
 		if f.Time.After(recent) && memNow.Counts(f.Time) {
-			inWindow = daemonView.Add(f.Time)
+			daemonView.Add(f.Time, key)
 		}
 		// Counted as the daemon counts: not within the grace after our own restart, and the
 		// window starts again after each of our remediations.
@@ -298,7 +321,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 			cutoff = mem.Cutoff
 			replay.Reset()
 		}
-		n := replay.Add(f.Time)
+		n := replay.Add(f.Time, key)
 		if n >= cfg.Policy.Threshold && reached.IsZero() {
 			reached = f.Time
 		}
@@ -306,7 +329,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	for _, f := range st.Files {
 		r.Log.Files = append(r.Log.Files, apacheconf.Unroot(l.Root, f))
 	}
-	r.Log.BytesScanned, r.Log.LinesScanned, r.Log.SkippedLines = st.Bytes, st.Lines, st.Skipped
+	r.Log.BytesScanned, r.Log.LinesScanned, r.Log.SkippedLines, r.Log.Disordered = st.Bytes, st.Lines, st.Skipped, st.Disordered
 	r.Failures.MaxInWindow = all.Max
 	if !reached.IsZero() {
 		t := reached.UTC()
@@ -315,20 +338,30 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	if !check(CheckErrorLog, logErr) {
 		r.Status = Unknown
 		r.Summary = "cannot read the error log: " + logErr.Error()
+		switch {
+		case errors.Is(logErr, context.DeadlineExceeded):
+			r.Summary = "the audit ran out of time (--timeout) while reading the error log"
+		case errors.Is(logErr, context.Canceled):
+			r.Summary = "the audit was stopped (signal) while reading the error log"
+		}
 		return r
 	}
 	// The decision: what the daemon, starting now, would decide after replaying the last
 	// policy window (daemon.Start does exactly this).
 	if o.Since < cfg.Policy.Window {
 		var err error
-		if inWindow, err = countSince(l, recent, now, memNow, cfg.Policy.Window); !check(CheckErrorLog, err) {
+		if daemonView, err = countSince(ctx, l, a.Facts, recent, now, memNow, cfg.Policy.Window); !check(CheckErrorLog, err) {
 			r.Status, r.Summary = Unknown, "cannot read the error log: "+err.Error()
 			return r
 		}
 	}
-	r.Policy.Decision = policy.Decide(policy.Input{
-		Now: now, Mode: cfg.Mode, Params: cfg.Params(), Memory: memNow, Facts: a.Facts, Failures: inWindow,
-	})
+	ask := o.Ask
+	if ask == nil {
+		ask = remediate.AskFromHere
+	}
+	r.Policy.Decision = a.Decide(ctx, policy.Input{
+		Now: now, Mode: cfg.Mode, Params: cfg.Params(), Memory: memNow, Window: daemonView.ByKey(),
+	}, ask)
 	r.Policy.WouldAct = r.Policy.Decision.Kind == policy.Act || r.Policy.Decision.Kind == policy.DryRun
 	r.decide(o, a.Facts)
 	if o.Probe && a.Config != nil {
@@ -340,16 +373,28 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 // countSince replays the policy window when the audit's own window (--since) is shorter: the
 // failures from `from` on that count (after our last restart's grace), as the daemon's start
 // counts them.
-func countSince(l *apacheconf.Layout, from, now time.Time, mem policy.Memory, window time.Duration) (int, error) {
+func countSince(ctx context.Context, l *apacheconf.Layout, facts policy.Facts, from, now time.Time, mem policy.Memory, window time.Duration) (*policy.Counter, error) {
 	c := &policy.Counter{Window: window}
-	n := 0
 	var corr logwatch.Correlator
-	_, err := logwatch.ScanHistory(l.Path(l.ErrorLog), from, now.Add(time.Second), func(ev logwatch.Event) {
-		if f, ok := corr.Add(ev); ok && mem.Counts(f.Time) {
-			n = c.Add(f.Time)
+	var latest time.Time
+	_, err := logwatch.ScanHistoryContext(ctx, l.Path(l.ErrorLog), from, now.Add(time.Second), func(ev logwatch.Event) {
+		f, ok := corr.Add(ev)
+		if !ok || f.Time.After(now.Add(policy.MaxSkew)) || (!latest.IsZero() && f.Time.Before(latest.Add(-policy.MaxSkew))) {
+			return
+		}
+		latest = later(latest, f.Time)
+		if key, served := facts.Attribute(f.Responder); served && mem.Counts(f.Time) {
+			c.Add(f.Time, key)
 		}
 	})
-	return n, err
+	return c, err
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (r *Report) addFailure(f logwatch.Failure) {
@@ -475,6 +520,14 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 		// An outage now, stapling on, and the daemon will not fix it: a person must.
 		r.Status = Critical
 		fmt.Fprintf(&sb, ": the daemon would not act (%s)", dec.Kind)
+	case policy.ScopedOut:
+		// A confirmed outage, but of responders only a few vhosts (or one account) use: the
+		// server as a whole is fine, and the fix is per vhost, an admin's.
+		r.Status = Warning
+		fmt.Fprintf(&sb, "; %s", dec.Reason)
+	case policy.NotCorroborated:
+		r.Status = Warning
+		sb.WriteString("; the log shows failures, but the responders answer from this host now: the daemon would not act")
 	case policy.NotEffective:
 		r.Status = Warning
 		if f.AfterRemediation == 0 {

@@ -43,7 +43,10 @@ const (
 	wiredHTTPD = fakehost.WiredHTTPD
 )
 
-var opts = Options{Since: 24 * time.Hour, Host: "h", Version: "test"}
+// down is how the responders answer when the audit asks them: http://ocsp.example.net/ is down.
+var down = &fakehost.Asker{Down: map[string]bool{fakehost.Responder: true}}
+
+var opts = Options{Since: 24 * time.Hour, Host: "h", Version: "test", Ask: down.Ask}
 
 func auditFixture(t *testing.T, httpd, include, errorLog string) (*fakehost.Host, *env.Env) {
 	t.Helper()
@@ -114,12 +117,18 @@ func TestAuditStatuses(t *testing.T) {
 }
 
 func TestAuditCausesAndEvents(t *testing.T) {
-	log := outage(2, 3*time.Minute, "70007", "AH01974", "could not connect to OCSP responder 'ocsp.a.example'") +
-		outage(1, 20*time.Minute, "EAI 2", "AH01972", "could not resolve address of OCSP responder ocsp.b.example") +
+	log := outage(1, 20*time.Minute, "EAI 2", "AH01972", "could not resolve address of OCSP responder ocsp.b.example") +
+		outage(2, 3*time.Minute, "70007", "AH01974", "could not connect to OCSP responder 'ocsp.a.example'") +
 		fmt.Sprintf("[%s] [ssl:error] [pid 7] AH02969: stapling_check_response: response has certificate status revoked (reason: keyCompromise) for serial number 0A\n", logStamp(time.Minute)) +
 		fmt.Sprintf("[%s] [ssl:error] [pid 8] AH02218: ssl_stapling_init_cert: no OCSP URI in certificate and no SSLStaplingForceURL set [subject: CN=a]\n", logStamp(time.Minute)) +
 		fmt.Sprintf("[%s] [ssl:error] [pid 8] AH02604: Unable to configure certificate a:443:0 for stapling\n", logStamp(time.Minute))
-	_, e := auditFixture(t, wiredHTTPD, "", log)
+	httpd := wiredHTTPD
+	for _, n := range []string{"a", "b"} {
+		httpd += fmt.Sprintf("<VirtualHost *:443>\nServerName %s.example\nSSLEngine on\nSSLCertificateFile /etc/apache2/ssl/%s.combined\n</VirtualHost>\n", n, n)
+	}
+	h, e := auditFixture(t, httpd, "", log)
+	fakehost.Write(t, h.Root, "/etc/apache2/ssl/a.combined", fakehost.Cert(t, "a.example", "http://ocsp.a.example/", false))
+	fakehost.Write(t, h.Root, "/etc/apache2/ssl/b.combined", fakehost.Cert(t, "b.example", "http://ocsp.b.example/", false))
 	r := runAudit(e)
 	if r.Failures.Total != 3 || r.Failures.ByCause["connect_timeout"] != 2 || r.Failures.ByCause["dns"] != 1 ||
 		r.Failures.ByResponder["ocsp.a.example"] != 2 || r.Failures.ByResponder["ocsp.b.example"] != 1 {
@@ -156,8 +165,40 @@ func TestAuditUnknown(t *testing.T) {
 func TestAuditShortSinceStillDecidesOnThePolicyWindow(t *testing.T) {
 	log := outage(3, 6*time.Minute, "111", "AH01974", "could not connect to OCSP responder 'ocsp.example.net'")
 	_, e := auditFixture(t, wiredHTTPD, "", log)
-	r := Run(context.Background(), e, Options{Since: 5 * time.Minute})
+	r := Run(context.Background(), e, Options{Since: 5 * time.Minute, Ask: down.Ask})
 	if r.Failures.Total != 0 || r.Policy.Decision.Kind != "remediate" || r.Status != Critical {
 		t.Fatalf("total %d decision %+v status %s", r.Failures.Total, r.Policy.Decision, r.Status)
+	}
+}
+
+// A real outage, then blocks of forged lines dated years back and hours ahead appended after
+// it (a tenant's CGI writes raw lines): the audit still finds the outage, counts the forged
+// lines as skewed, and a one-hour audit's window search is not steered past the outage.
+func TestAuditForgedTimeBlocksCannotHideAnOutage(t *testing.T) {
+	var forged strings.Builder
+	for i := 0; i < 2000; i++ {
+		forged.WriteString(fakehost.Failure(auditNow.Add(-3*365*24*time.Hour+time.Duration(i)*time.Second), 9000+i, "ocsp.example.net"))
+	}
+	for i := 0; i < 2000; i++ {
+		forged.WriteString(fakehost.Failure(auditNow.Add(2*time.Hour+time.Duration(i)*time.Second), 9000+i, "ocsp.example.net"))
+	}
+	noise := ""
+	for i := 0; i < 3000; i++ {
+		noise += fmt.Sprintf("[%s] [core:error] [pid 11] [client 198.51.100.1:1] AH00126: noise %d\n", logStamp(3*time.Hour-time.Duration(i)*time.Second), i)
+	}
+	log := noise + outage(4, 5*time.Minute, "111", "AH01974", "could not connect to OCSP responder 'ocsp.example.net'") + forged.String()
+	for _, since := range []time.Duration{time.Hour, 24 * time.Hour} {
+		_, e := auditFixture(t, wiredHTTPD, "", log)
+		o := opts
+		o.Since = since
+		r := Run(context.Background(), e, o)
+		if r.Failures.Total != 4 || r.Policy.Decision.Kind != "remediate" || r.Status != Critical {
+			t.Fatalf("--since %s: total %d decision %s status %s: %s", since, r.Failures.Total, r.Policy.Decision.Kind, r.Status, r.Summary)
+		}
+		// The forged lines fall outside the window (years back, hours ahead): the one-hour
+		// search saw them out of order and read the file whole.
+		if since == time.Hour && r.Log.Disordered != 1 {
+			t.Fatalf("disordered files %d", r.Log.Disordered)
+		}
 	}
 }

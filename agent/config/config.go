@@ -45,6 +45,11 @@ type Config struct {
 		// AutoRevertAfter: while stapling is off by our hand, revert once every responder
 		// has answered correctly for this long. 0 (the default) never reverts.
 		AutoRevertAfter time.Duration `mapstructure:"auto_revert_after"`
+		// Blast radius (policy.Params): failing responders that serve under this share of the
+		// SSL vhosts, or only one account's while others have SSL vhosts, are reported
+		// (decision scoped_out), not fixed by turning stapling off for everyone.
+		ScopeOutShare         float64 `mapstructure:"scope_out_share"`
+		ScopeOutSingleAccount bool    `mapstructure:"scope_out_single_account"`
 	} `mapstructure:"policy"`
 	Commands struct {
 		Timeout    time.Duration `mapstructure:"timeout"`
@@ -55,19 +60,21 @@ type Config struct {
 }
 
 var defaults = map[string]any{
-	"mode":                     string(policy.Enforce),
-	"state_dir":                DefaultStateDir,
-	"log.level":                "info",
-	"log.format":               "",
-	"policy.threshold":         3,
-	"policy.window":            10 * time.Minute,
-	"policy.cooldown":          time.Hour,
-	"policy.max_per_day":       3,
-	"policy.auto_revert_after": time.Duration(0),
-	"commands.timeout":         120 * time.Second,
-	"commands.configtest":      []string{},
-	"commands.restart":         []string{},
-	"commands.rebuild":         []string{},
+	"mode":                            string(policy.Enforce),
+	"state_dir":                       DefaultStateDir,
+	"log.level":                       "info",
+	"log.format":                      "",
+	"policy.threshold":                3,
+	"policy.window":                   10 * time.Minute,
+	"policy.cooldown":                 time.Hour,
+	"policy.max_per_day":              3,
+	"policy.auto_revert_after":        time.Duration(0),
+	"policy.scope_out_share":          0.05,
+	"policy.scope_out_single_account": true,
+	"commands.timeout":                120 * time.Second,
+	"commands.configtest":             []string{},
+	"commands.restart":                []string{},
+	"commands.rebuild":                []string{},
 }
 
 // NewViper returns a viper with every key defaulted and bound to STAPLING_AGENT_<KEY>.
@@ -151,6 +158,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("policy.cooldown must not be negative, not %s", c.Policy.Cooldown)
 	case c.Policy.MaxPerDay < 1:
 		return fmt.Errorf("policy.max_per_day must be at least 1, not %d", c.Policy.MaxPerDay)
+	case c.Policy.ScopeOutShare < 0 || c.Policy.ScopeOutShare > 1:
+		return fmt.Errorf("policy.scope_out_share must be between 0 and 1, not %g", c.Policy.ScopeOutShare)
 	case c.Policy.AutoRevertAfter < 0:
 		return fmt.Errorf("policy.auto_revert_after must not be negative, not %s", c.Policy.AutoRevertAfter)
 	case c.Commands.Timeout <= 0:
@@ -198,5 +207,6 @@ func unwrapPath(err error) error {
 
 // Params are the policy keys, as policy.Decide takes them.
 func (c *Config) Params() policy.Params {
-	return policy.Params{Threshold: c.Policy.Threshold, Window: c.Policy.Window, Cooldown: c.Policy.Cooldown, MaxPerDay: c.Policy.MaxPerDay}
+	return policy.Params{Threshold: c.Policy.Threshold, Window: c.Policy.Window, Cooldown: c.Policy.Cooldown, MaxPerDay: c.Policy.MaxPerDay,
+		ScopeOutShare: c.Policy.ScopeOutShare, ScopeOutSingleAccount: c.Policy.ScopeOutSingleAccount}
 }

@@ -18,14 +18,17 @@ import (
 // window, as it does) and the audit reach the same decision.
 func TestDaemonAndAuditAgree(t *testing.T) {
 	offBlock, _ := apacheconf.ApplyBlock([]byte(adminBytes))
-	failures := func(n int, from time.Duration) func(now time.Time) string {
+	failuresAt := func(responder string, n int, from time.Duration) func(now time.Time) string {
 		return func(now time.Time) string {
 			var sb strings.Builder
 			for i := 0; i < n; i++ {
-				sb.WriteString(fakehost.Failure(now.Add(-from+time.Duration(i)*time.Second), 100+i, "ocsp.example.net"))
+				sb.WriteString(fakehost.Failure(now.Add(-from+time.Duration(i)*time.Second), 100+i, responder))
 			}
 			return sb.String()
 		}
+	}
+	failures := func(n int, from time.Duration) func(now time.Time) string {
+		return failuresAt("ocsp.example.net", n, from)
 	}
 	journal := func(agos ...time.Duration) []time.Duration { return agos }
 	cases := []struct {
@@ -35,12 +38,15 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 		include string
 		httpd   string
 		dones   []time.Duration // our remediations, this long ago
+		answers bool            // the responder answers when asked from this host
 		want    policy.Kind
 	}{
 		{name: "quiet", log: failures(0, 0), want: policy.None},
 		{name: "below the threshold", log: failures(2, 5*time.Minute), want: policy.None},
 		{name: "outage, stapling on", log: failures(3, 5*time.Minute), want: policy.Act},
 		{name: "outage long ago", log: failures(5, 3*time.Hour), want: policy.None},
+		{name: "the log lies: the responder answers", log: failures(5, 5*time.Minute), answers: true, want: policy.NotCorroborated},
+		{name: "failures name a responder no served certificate uses", log: failuresAt("evil.example", 9, 5*time.Minute), want: policy.None},
 		{name: "outage, dry-run", mode: policy.DryRunMode, log: failures(3, 5*time.Minute), want: policy.DryRun},
 		{name: "our block in place, failures go on", log: failures(4, 5*time.Minute), include: string(offBlock),
 			dones: journal(time.Hour), want: policy.NotEffective},
@@ -52,7 +58,7 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 			"<VirtualHost *:443>\nServerName ms.example\nSSLEngine on\nSSLCertificateFile /etc/apache2/ssl/ms.combined\n</VirtualHost>\n",
 			want: policy.Refused},
 		{name: "include off but not wired: act (the rebuild)", log: failures(3, 5*time.Minute), include: "SSLUseStapling off\n",
-			httpd: "SSLUseStapling On\nSSLStaplingCache shmcb:/x(1)\n", want: policy.Act},
+			httpd: strings.Replace(fakehost.WiredHTTPD, "Include \"/etc/apache2/conf.d/includes/pre_virtualhost_global.conf\"\n", "", 1), want: policy.Act},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -61,6 +67,7 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 				mode = policy.Enforce
 			}
 			r := newRig(t, mode, "", nil)
+			r.asker.Down[fakehost.Responder] = !c.answers
 			now := r.Now()
 			fakehost.Write(t, r.Root, fakehost.EA4Log, c.log(now))
 			if c.include != "" {
@@ -74,13 +81,13 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 				r.env.State.Ensure()
 				r.env.State.Append(state.Entry{Time: now.Add(-ago), Action: state.Remediate, Step: state.Done, File: ea4Include})
 			}
-			rep := audit.Run(context.Background(), r.env, audit.Options{Since: 24 * time.Hour})
+			rep := audit.Run(context.Background(), r.env, audit.Options{Since: 24 * time.Hour, Ask: r.asker.Ask})
 			// A fresh daemon over the same host, starting now.
 			d, err := New(r.env, false, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			d.rem.Verify = nil
+			d.rem.Verify, d.Ask = nil, r.asker.Ask
 			r.d = d
 			t.Cleanup(d.follow.Close)
 			r.begin()

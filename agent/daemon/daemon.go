@@ -37,6 +37,10 @@ const (
 	// factsTTL bounds how long the host facts are reused while no config file they were read
 	// from has changed (a new file matching an IncludeOptional glob is seen within it).
 	factsTTL = time.Minute
+	// answeredTTL: a responder that answered a corroborating request is not asked again for
+	// this long, so a flood of forged lines cannot make us hammer a CA's responder (at most 6
+	// requests a minute each); a real outage that starts right after is seen within it.
+	answeredTTL = 10 * time.Second
 )
 
 // Ticks drive the loop. Run's caller makes them from real tickers; tests send on them
@@ -59,21 +63,26 @@ type Daemon struct {
 	Notify func(string)
 	// Probe asks the responders of the configured certificates (auto-revert); tests replace it.
 	Probe func(ctx context.Context, l *apacheconf.Layout) []probe.ResponderResult
+	// Ask asks one responder from this host (corroboration); tests replace it.
+	Ask remediate.Asker
 
 	// The loop's own state.
 	follow      *logwatch.Follower
 	corr        logwatch.Correlator
-	counter     *policy.Counter
-	cutoff      time.Time // failures at or before this do not count (our last restart's grace)
-	start       time.Time // lines the follower delivers from before this were replayed already
-	lastFailure time.Time // arrival of the last counted failure (auto-revert waits for quiet)
-	want        *job      // the newest decision to make, waiting for the worker
-	busy        bool      // the worker has a job
+	counter     *policy.Counter // failures that count, by responder, at arrival time
+	foreign     *policy.Counter // failures naming responders no served certificate uses
+	known       policy.Facts    // the facts failures are attributed with (from the worker)
+	cutoff      time.Time       // failures at or before this do not count (our last restart's grace)
+	start       time.Time       // lines the follower delivers from before this were replayed already
+	lastFailure time.Time       // arrival of the last counted failure (auto-revert waits for quiet)
+	want        *job            // the newest decision to make, waiting for the worker
+	busy        bool            // the worker has a job
 	stopping    bool
 	jobs        chan job
 	results     chan result
 	lastSeenLog time.Time
 	suppressed  int
+	skewLogged  time.Time
 	errorLogged time.Time
 
 	// The worker's own state.
@@ -83,8 +92,12 @@ type Daemon struct {
 	healthySince time.Time
 	facts        factsCache
 
+	answered map[string]time.Time // responders that answered a corroborating request, and when
+
 	// Counters, safe to read while Run works.
 	Failures atomic.Int64 // counted failures
+	Skewed   atomic.Int64 // failure lines dated too far from their arrival: never counted
+	Foreign  atomic.Int64 // failures naming responders no served certificate uses
 	mu       sync.Mutex
 	decided  []policy.Kind
 }
@@ -96,6 +109,8 @@ type job struct {
 	kind        policy.Kind // Act: decide; FinishInterrupted; AutoRevert
 	failure     logwatch.Failure
 	n           int
+	window      map[string]int // counted failures by responder key
+	foreign     int
 	env         *env.Env
 	rem         *remediate.Remediator
 	dryRun      bool
@@ -106,6 +121,7 @@ type job struct {
 type result struct {
 	acted bool      // a remediation ran and succeeded: the window starts again
 	at    time.Time // when
+	facts *policy.Facts
 }
 
 // New builds the daemon for e. reload builds a new environment on SIGHUP.
@@ -123,14 +139,22 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 			}
 			return probe.Responders(ctx, probe.Targets(l, cfg, 0), 10*time.Second)
 		},
-		reports: map[policy.Kind]time.Time{},
-		jobs:    make(chan job, 1),
-		results: make(chan result, 1),
+		reports:  map[policy.Kind]time.Time{},
+		answered: map[string]time.Time{},
+		Ask:      remediate.AskFromHere,
+		jobs:     make(chan job, 1),
+		results:  make(chan result, 1),
 	}
 	if d.rem, err = remediate.New(e, logLines{e.Log}); err != nil {
 		return nil, err
 	}
+	// The daemon runs commands as root on its own: refuse to start over commands another
+	// user could replace (a --root tree not owned by root, a group-writable script).
+	if err := d.rem.Cmds.Trusted(l.Root); err != nil {
+		return nil, &remediate.Error{Outcome: remediate.Refused, Err: err}
+	}
 	d.counter = &policy.Counter{Window: e.Config.Policy.Window}
+	d.foreign = &policy.Counter{Window: e.Config.Policy.Window}
 	d.follow = &logwatch.Follower{Path: l.Path(l.ErrorLog), OnError: d.followError}
 	return d, nil
 }
@@ -231,6 +255,8 @@ func (d *Daemon) begin(ctx context.Context) {
 	d.mem = state.Memory(entries, e.Layout.Include, d.start)
 	d.memDir = e.State.Dir
 	d.cutoff = d.mem.Cutoff
+	// The served responders, to attribute failures from the first line on.
+	d.known = d.facts.get(e.Layout, d.start).Facts
 	if d.mode(e, d.dryRun) == policy.Enforce {
 		if u, err := e.State.Unfinished(e.Layout.Include); err == nil && u != nil {
 			e.Log.Warn().Str("action", string(u.Action)).Str("step", string(u.Step)).Msg("finishing an interrupted remediation")
@@ -238,7 +264,8 @@ func (d *Daemon) begin(ctx context.Context) {
 		}
 	}
 	from := d.start.Add(-e.Config.Policy.Window)
-	if _, err := logwatch.ScanHistory(d.follow.Path, from, d.start, d.handle); err != nil {
+	replay := func(ev logwatch.Event) { d.handle(ev, ev.Time) }
+	if _, err := logwatch.ScanHistoryContext(ctx, d.follow.Path, from, d.start, replay); err != nil {
 		d.followError(fmt.Errorf("replay history: %w", err))
 	}
 	e.Log.Info().Str("error_log", e.Layout.ErrorLog).Str("mode", string(d.mode(e, d.dryRun))).Int("threshold", e.Config.Policy.Threshold).
@@ -249,26 +276,57 @@ func (d *Daemon) begin(ctx context.Context) {
 func (d *Daemon) poll() {
 	d.follow.Poll(func(line []byte) {
 		ev := logwatch.Classify(line)
-		if ev.Kind == logwatch.KindNone || ev.Time.Before(d.start) {
-			return // not ours, or replayed already
+		if ev.Kind == logwatch.KindNone {
+			return
 		}
-		d.handle(ev)
+		arrival := d.env.Now()
+		if skew := ev.Time.Sub(arrival); skew > policy.MaxSkew || skew < -policy.MaxSkew {
+			if ev.Kind == logwatch.KindResponderFailure {
+				d.skewed(ev, arrival)
+			}
+			return
+		}
+		if ev.Time.Before(d.start) {
+			return // replayed already
+		}
+		d.handle(ev, arrival)
 	})
 	d.dispatch()
 }
 
-func (d *Daemon) handle(ev logwatch.Event) {
+// handle counts a failure at `at`: its arrival by our clock for live lines, the line's own
+// time for the start-up replay (which reads only the last policy window of history).
+func (d *Daemon) handle(ev logwatch.Event, at time.Time) {
 	f, ok := d.corr.Add(ev)
-	if !ok || !f.Time.After(d.cutoff) {
+	if !ok || !at.After(d.cutoff) {
+		return
+	}
+	key, served := d.known.Attribute(f.Responder)
+	if !served {
+		// Names a responder no served certificate uses: a tenant's certificate, or a forged
+		// line. Reported, never counted.
+		d.Foreign.Add(1)
+		d.foreign.Add(at, f.Responder)
+		d.logSeen(f, d.counter.Len(), "failure names a responder no served certificate uses; not counted")
 		return
 	}
 	d.Failures.Add(1)
 	d.lastFailure = d.env.Now()
-	n := d.counter.Add(f.Time)
-	d.logSeen(f, n)
+	n := d.counter.Add(at, key)
+	d.logSeen(f, n, "")
 	if n >= d.env.Config.Policy.Threshold {
 		d.want = &job{kind: policy.Act, failure: f, n: n}
 		d.dispatch()
+	}
+}
+
+// skewed reports a failure line dated too far from its arrival, at most once a minute.
+func (d *Daemon) skewed(ev logwatch.Event, arrival time.Time) {
+	d.Skewed.Add(1)
+	if d.skewLogged.IsZero() || arrival.Sub(d.skewLogged) >= time.Minute {
+		d.skewLogged = arrival
+		d.env.Log.Warn().Time("logged_at", ev.Time).Time("arrived_at", arrival).Int64("skewed_lines", d.Skewed.Load()).
+			Str("max_skew", policy.ShortDuration(policy.MaxSkew)).Msg("failure line dated too far from its arrival; not counted (a tenant's raw line, or a clock jump)")
 	}
 }
 
@@ -276,6 +334,9 @@ func (d *Daemon) handle(ev logwatch.Event) {
 // failures before our restart's grace no longer count.
 func (d *Daemon) finished(r result) {
 	d.busy = false
+	if r.facts != nil {
+		d.known = *r.facts
+	}
 	if r.acted {
 		d.cutoff = r.at.Add(policy.EffectGrace)
 		d.counter.Reset()
@@ -296,18 +357,23 @@ func (d *Daemon) dispatch() {
 
 func (d *Daemon) send(j job) {
 	j.env, j.rem, j.dryRun = d.env, d.rem, d.dryRun
+	j.window, j.foreign = d.counter.ByKey(), d.foreign.Len()
 	d.busy = true
 	d.jobs <- j // never blocks: the worker is idle and the channel holds one
 }
 
-func (d *Daemon) logSeen(f logwatch.Failure, n int) {
+func (d *Daemon) logSeen(f logwatch.Failure, n int, note string) {
 	now := d.env.Now()
 	if now.Sub(d.lastSeenLog) < seenLogEvery {
 		d.suppressed++
 		return
 	}
-	d.env.Log.Info().Str("cause", string(f.Cause)).Str("responder", f.Responder).Int("failures_in_window", n).
-		Int("similar_lines_suppressed", d.suppressed).Time("logged_at", f.Time).Msg("OCSP responder failure seen")
+	ev := d.env.Log.Info().Str("cause", string(f.Cause)).Str("responder", f.Responder).Int("failures_in_window", n).
+		Int("similar_lines_suppressed", d.suppressed).Time("logged_at", f.Time)
+	if note != "" {
+		ev = ev.Str("note", note)
+	}
+	ev.Msg("OCSP responder failure seen")
 	d.lastSeenLog, d.suppressed = now, 0
 }
 
@@ -329,6 +395,9 @@ func (d *Daemon) reloadEnv() {
 	var rem *remediate.Remediator
 	if err == nil {
 		rem, err = remediate.New(e, logLines{e.Log})
+	}
+	if err == nil {
+		err = rem.Cmds.Trusted(e.Layout.Root)
 	}
 	if err != nil {
 		d.env.Log.Error().Err(err).Msg("config reload failed; keeping the old configuration")
@@ -368,13 +437,16 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 		return result{}
 	}
 	now := e.Now()
-	dec := policy.Decide(policy.Input{
-		Now: now, Mode: d.mode(e, j.dryRun), Params: e.Config.Params(), Failures: j.n, Memory: d.mem,
-		Facts: d.facts.get(e.Layout, now),
-	})
+	a := d.facts.get(e.Layout, now)
+	dec := a.Decide(ctx, policy.Input{
+		Now: now, Mode: d.mode(e, j.dryRun), Params: e.Config.Params(), Window: j.window, Foreign: j.foreign, Memory: d.mem,
+	}, d.ask)
+	res := result{facts: &a.Facts}
 	switch dec.Kind {
 	case policy.Act:
-		return d.remediate(ctx, j, dec)
+		r := d.remediate(ctx, j, dec)
+		r.facts = res.facts
+		return r
 	case policy.DryRun:
 		d.mem.LastAct = now
 		d.log(j, dec, nil)
@@ -386,7 +458,23 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 			d.log(j, dec, nil)
 		}
 	}
-	return result{}
+	return res
+}
+
+// ask is Ask, except that a responder that answered less than answeredTTL ago is taken to
+// answer still: a flood of forged lines must not turn into a flood of requests to a CA.
+func (d *Daemon) ask(ctx context.Context, rawURL string, cf *probe.CertFile, timeout time.Duration, proxy string) probe.ResponderCheck {
+	now := d.env.Now()
+	if t, ok := d.answered[rawURL]; ok && now.Sub(t) < answeredTTL {
+		return probe.ResponderCheck{URL: rawURL, Answers: true, Note: "answered at " + t.UTC().Format(time.RFC3339)}
+	}
+	c := d.Ask(ctx, rawURL, cf, timeout, proxy)
+	if c.Answers {
+		d.answered[rawURL] = now
+	} else {
+		delete(d.answered, rawURL)
+	}
+	return c
 }
 
 func (d *Daemon) remediate(ctx context.Context, j job, dec policy.Decision) result {
@@ -414,7 +502,7 @@ func (d *Daemon) checkAutoRevert(ctx context.Context, j job) {
 	if after <= 0 || d.mode(e, j.dryRun) != policy.Enforce {
 		return
 	}
-	inc, err := os.ReadFile(e.Layout.Path(e.Layout.Include))
+	inc, err := apacheconf.ReadFile(e.Layout.Path(e.Layout.Include), apacheconf.MaxConfigFile)
 	if err != nil || !apacheconf.InspectInclude(inc).ManagedBlock {
 		d.healthySince = time.Time{}
 		return
@@ -456,7 +544,19 @@ func (d *Daemon) log(j job, dec policy.Decision, err error) {
 	ev.Str("decision", string(dec.Kind)).Str("mode", string(d.mode(e, j.dryRun))).Int("failures_in_window", j.n).
 		Int("threshold", e.Config.Policy.Threshold).Str("window", policy.ShortDuration(e.Config.Policy.Window)).
 		Str("cause", string(j.failure.Cause)).Str("responder", j.failure.Responder).Str("result", result).
-		Str("detail", dec.Reason).Msg("decision")
+		Str("detail", dec.Reason)
+	if dec.Affected != nil {
+		ev = ev.Strs("affected_responders", dec.Affected.Responders).Int("affected_vhosts", len(dec.Affected.VHosts)).
+			Int("ssl_vhosts", dec.Affected.SSLVHosts).Strs("affected_accounts", dec.Affected.Accounts)
+	}
+	if dec.Checked != nil {
+		var checked []string
+		for _, c := range dec.Checked.Responders {
+			checked = append(checked, fmt.Sprintf("%s answers=%v (%s)", c.URL, c.Answers, c.Detail))
+		}
+		ev = ev.Strs("checked", checked)
+	}
+	ev.Msg("decision")
 }
 
 // merge is what two memories remember together.
@@ -475,15 +575,15 @@ func merge(a, b policy.Memory) policy.Memory {
 // younger than factsTTL: reading the config for every failure of a flood would make the worker
 // slower than the failures, and a stat of each config file costs microseconds.
 type factsCache struct {
-	facts policy.Facts
+	a     *remediate.Assessment
 	key   string
 	files []string // paths on this machine whose state the key records
 	at    time.Time
 }
 
-func (c *factsCache) get(l *apacheconf.Layout, now time.Time) policy.Facts {
+func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessment {
 	if c.files != nil && now.Sub(c.at) < factsTTL && statKey(c.files) == c.key {
-		return c.facts
+		return c.a
 	}
 	a := remediate.Assess(l)
 	files := []string{l.Path(l.Include), l.Path(l.HTTPDConf)}
@@ -492,8 +592,8 @@ func (c *factsCache) get(l *apacheconf.Layout, now time.Time) policy.Facts {
 			files = append(files, l.Path(f))
 		}
 	}
-	c.facts, c.files, c.key, c.at = a.Facts, files, statKey(files), now
-	return c.facts
+	c.a, c.files, c.key, c.at = &a, files, statKey(files), now
+	return c.a
 }
 
 func (c *factsCache) invalidate() { c.files = nil }

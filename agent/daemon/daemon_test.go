@@ -30,11 +30,12 @@ const (
 // sleeps; TestRun* drive the real Run through injected ticks.
 type rig struct {
 	*fakehost.Host
-	t    *testing.T
-	env  *env.Env
-	d    *Daemon
-	logf *os.File
-	pid  int
+	t     *testing.T
+	env   *env.Env
+	d     *Daemon
+	logf  *os.File
+	pid   int
+	asker *fakehost.Asker // the responders as asked from this host: down unless told
 }
 
 func newRig(t *testing.T, mode policy.Mode, prelog string, mutate func(*config.Config)) *rig {
@@ -53,6 +54,8 @@ func newRig(t *testing.T, mode policy.Mode, prelog string, mutate func(*config.C
 		t.Fatal(err)
 	}
 	d.rem.Verify = nil
+	r.asker = &fakehost.Asker{Down: map[string]bool{fakehost.Responder: true}}
+	d.Ask = r.asker.Ask
 	r.d = d
 	t.Cleanup(d.follow.Close)
 	return r
@@ -363,5 +366,71 @@ func TestDaemonWaitsForAMissingLog(t *testing.T) {
 	r.poll()
 	if r.decisions() != "remediate" {
 		t.Fatalf("decisions %s", r.decisions())
+	}
+}
+
+// Forged or real, failures alone never restart Apache: when the responder answers from this
+// host, the daemon reports not_corroborated (once per cooldown) and changes nothing; a flood
+// of such lines does not become a flood of requests to the CA.
+func TestDaemonActsOnlyOnCorroboratedFailures(t *testing.T) {
+	r := newRig(t, policy.Enforce, "", nil)
+	r.asker.Down[fakehost.Responder] = false
+	r.begin()
+	for i := 0; i < 20; i++ {
+		r.fail(3)
+		r.poll()
+		r.Advance(time.Second)
+	}
+	if r.decisions() != "not_corroborated" || r.Runner.Names() != "" || r.Read(t, ea4Include) != adminBytes {
+		t.Fatalf("decisions %s, ran %s", r.decisions(), r.Runner.Names())
+	}
+	if n := r.asker.Asked(); n < 1 || n > 2 {
+		t.Fatalf("asked the responder %d times in 20 s of forged failures", n)
+	}
+	// The responder really goes down: the next failures are corroborated and fixed.
+	r.asker.Down[fakehost.Responder] = true
+	r.Advance(time.Minute)
+	r.fail(3)
+	r.poll()
+	if r.decisions() != "not_corroborated,remediate" || r.Runner.Names() != "configtest,restart" {
+		t.Fatalf("decisions %s, ran %s", r.decisions(), r.Runner.Names())
+	}
+}
+
+// Failures naming a responder that no certificate an SSL vhost serves uses (a tenant's own
+// certificate, or a forged line) are reported, never counted.
+func TestDaemonForeignRespondersNeverCount(t *testing.T) {
+	r := newRig(t, policy.Enforce, "", nil)
+	r.begin()
+	for i := 0; i < 10; i++ {
+		r.pid++
+		fmt.Fprint(r.logf, fakehost.Failure(r.Now(), r.pid, "evil.example"))
+	}
+	r.poll()
+	if r.decisions() != "" || r.d.Failures.Load() != 0 || r.d.Foreign.Load() != 10 || r.asker.Asked() != 0 {
+		t.Fatalf("decisions %s, failures %d, foreign %d, asked %d", r.decisions(), r.d.Failures.Load(), r.d.Foreign.Load(), r.asker.Asked())
+	}
+}
+
+// Time comes from our clock, not the line: one line dated hours (or years) ahead or behind is
+// counted as skewed and cannot blind the window; the real outage after it is still fixed.
+func TestDaemonSkewedLinesCannotBlindIt(t *testing.T) {
+	r := newRig(t, policy.Enforce, "", nil)
+	r.begin()
+	now := r.Now()
+	fmt.Fprint(r.logf, fakehost.Failure(now.Add(2*time.Hour), 7001, "ocsp.example.net"))
+	fmt.Fprint(r.logf, fakehost.Failure(now.Add(3*365*24*time.Hour), 7002, "ocsp.example.net"))
+	fmt.Fprint(r.logf, fakehost.Failure(now.Add(-400*24*time.Hour), 7003, "ocsp.example.net"))
+	r.poll()
+	if r.d.Skewed.Load() != 3 || r.d.Failures.Load() != 0 || r.decisions() != "" {
+		t.Fatalf("skewed %d failures %d decisions %s", r.d.Skewed.Load(), r.d.Failures.Load(), r.decisions())
+	}
+	for i := 0; i < 11; i++ {
+		r.Advance(5 * time.Second)
+		r.fail(1)
+		r.poll()
+	}
+	if r.decisions() != "remediate" {
+		t.Fatalf("a real outage after skewed lines: decisions %s", r.decisions())
 	}
 }

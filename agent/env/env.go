@@ -84,7 +84,7 @@ func Build(f Flags) (*Env, error) {
 		Config: cfg,
 		Log:    log,
 		Runner: apacheconf.ExecRunner{Timeout: cfg.Commands.Timeout},
-		State:  state.New(apacheconf.HostPath(root, cfg.StateDir), time.Now),
+		State:  &state.State{Dir: apacheconf.HostPath(root, cfg.StateDir), Now: time.Now, Root: root},
 		Now:    time.Now,
 	}
 	e.Layout, e.LayoutErr = apacheconf.Detect(root)

@@ -22,7 +22,7 @@ func TestCounter(t *testing.T) {
 		{25*time.Minute + time.Second, 2},
 	}
 	for i, s := range steps {
-		if got := w.Add(t0.Add(s.at)); got != s.want {
+		if got := w.Add(t0.Add(s.at), ""); got != s.want {
 			t.Fatalf("step %d (+%s): count %d, want %d", i, s.at, got, s.want)
 		}
 	}
@@ -30,7 +30,7 @@ func TestCounter(t *testing.T) {
 		t.Fatalf("max %d", w.Max)
 	}
 	w.Reset()
-	if got := w.Add(t0.Add(26 * time.Minute)); got != 1 {
+	if got := w.Add(t0.Add(26*time.Minute), ""); got != 1 {
 		t.Fatalf("after Reset: %d", got)
 	}
 }
@@ -41,13 +41,13 @@ func TestCounterManyFailures(t *testing.T) {
 	w := &Counter{Window: 10 * time.Minute}
 	t0 := time.Now()
 	for i := 0; i < 1_000_000; i++ {
-		w.Add(t0.Add(time.Duration(i) * time.Millisecond))
+		w.Add(t0.Add(time.Duration(i)*time.Millisecond), "")
 	}
-	if n := len(w.times) - w.head; n != 600_000 || w.Max != 600_000 {
+	if n := w.Len(); n != 600_000 || w.Max != 600_000 {
 		t.Fatalf("in window %d, max %d", n, w.Max)
 	}
-	if cap(w.times) > 4*600_000 {
-		t.Fatalf("memory not bounded by the window: cap %d", cap(w.times))
+	if cap(w.entries) > 4*600_000 {
+		t.Fatalf("memory not bounded by the window: cap %d", cap(w.entries))
 	}
 }
 
@@ -78,46 +78,100 @@ func TestShortDuration(t *testing.T) {
 // both over host states and asserts they agree.
 func TestDecide(t *testing.T) {
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	params := Params{Threshold: 3, Window: 10 * time.Minute, Cooldown: time.Hour, MaxPerDay: 2}
-	on := Facts{Include: "/inc.conf", Effective: apacheconf.StaplingOn, Wired: true}
-	off := Facts{Include: "/inc.conf", Effective: apacheconf.StaplingOff, Wired: true, IncludeOff: true}
-	mixed := Facts{Include: "/inc.conf", Effective: apacheconf.StaplingMixed, Wired: true, IncludeOff: true, Overrides: "b.example (/x.conf:3)"}
-	notWired := Facts{Include: "/inc.conf", Effective: apacheconf.StaplingOn, IncludeOff: true}
+	params := Params{Threshold: 3, Window: 10 * time.Minute, Cooldown: time.Hour, MaxPerDay: 2, ScopeOutShare: 0.05, ScopeOutSingleAccount: true}
+	ca := Responder{URL: "http://ocsp.ca.example/", Key: "ocsp.ca.example:80", VHosts: []string{"a.example", "b.example"}, Accounts: []string{"alice", "bob"}}
+	tenant := Responder{URL: "http://dead.example/", Key: "dead.example:80", VHosts: []string{"m.example"}, Accounts: []string{"mallory"}}
+	on := Facts{Include: "/inc.conf", Effective: apacheconf.StaplingOn, Wired: true, Responders: []Responder{ca, tenant},
+		SSLVHosts: 3, Accounts: []string{"alice", "bob", "mallory"}}
+	many := on
+	many.SSLVHosts = 100
+	off := on
+	off.Effective, off.IncludeOff = apacheconf.StaplingOff, true
+	mixed := off
+	mixed.Effective, mixed.Overrides = apacheconf.StaplingMixed, "b.example (/x.conf:3)"
+	notWired := on
+	notWired.IncludeOff, notWired.Wired = true, false
 	refused := on
 	refused.Refusal = "1 SSL vhost serves a Must-Staple certificate"
 	recent := Memory{LastAct: now.Add(-10 * time.Minute), Acts: []time.Time{now.Add(-10 * time.Minute)}}
 	twoToday := Memory{LastAct: now.Add(-2 * time.Hour), Acts: []time.Time{now.Add(-5 * time.Hour), now.Add(-2 * time.Hour)}}
 	yesterday := Memory{LastAct: now.Add(-25 * time.Hour), Acts: []time.Time{now.Add(-26 * time.Hour), now.Add(-25 * time.Hour)}}
+	caDown := &Check{Responders: []CheckResult{{Key: ca.Key, URL: ca.URL}}}
+	caUp := &Check{Responders: []CheckResult{{Key: ca.Key, URL: ca.URL, Answers: true}}}
+	tenantDown := &Check{Responders: []CheckResult{{Key: tenant.Key, URL: tenant.URL}}}
+	bothDown := &Check{Responders: []CheckResult{{Key: ca.Key, URL: ca.URL}, {Key: tenant.Key, URL: tenant.URL}}}
+	atCA := map[string]int{ca.Key: 3}
 	cases := []struct {
-		name     string
-		mode     Mode
-		failures int
-		mem      Memory
-		facts    Facts
-		want     Kind
-		reason   string
+		name    string
+		mode    Mode
+		window  map[string]int
+		foreign int
+		mem     Memory
+		facts   Facts
+		check   *Check
+		want    Kind
+		reason  string
 	}{
-		{"below the threshold", Enforce, 2, Memory{}, on, None, "below the threshold"},
-		{"outage, stapling on", Enforce, 3, Memory{}, on, Act, "turn stapling off in /inc.conf"},
-		{"outage, dry-run", DryRunMode, 3, Memory{}, on, DryRun, "would remediate"},
-		{"include already off and wired", Enforce, 5, Memory{}, off, NotEffective, "already off"},
-		{"not effective names the overrides", Enforce, 5, Memory{}, mixed, NotEffective, "b.example"},
-		{"not effective is reported during a cooldown", Enforce, 5, recent, off, NotEffective, "fix not effective"},
-		{"off but not wired: act (the rebuild)", Enforce, 3, Memory{}, notWired, Act, "turn stapling off"},
-		{"refused", Enforce, 3, Memory{}, refused, Refused, "Must-Staple"},
-		{"refused during a cooldown", Enforce, 3, recent, refused, Refused, "Must-Staple"},
-		{"cooldown", Enforce, 3, recent, on, Cooldown, "in cooldown until 2026-11-21T12:50:00Z"},
-		{"cooldown in dry-run too", DryRunMode, 3, recent, on, Cooldown, "cooldown"},
-		{"max per day", Enforce, 3, twoToday, on, MaxPerDay, "2 remediations in the last 24h"},
-		{"yesterday's acts do not count", Enforce, 3, yesterday, on, Act, ""},
+		{"below the threshold", Enforce, map[string]int{ca.Key: 2}, 0, Memory{}, on, nil, None, "below the threshold"},
+		{"foreign failures are named, never counted", Enforce, map[string]int{ca.Key: 2}, 50, Memory{}, on, nil, None, "50 more name responders no served certificate uses"},
+		{"outage: ask the responder first", Enforce, atCA, 0, Memory{}, on, nil, Corroborate, "asking the responders"},
+		{"outage, the responder fails from here too", Enforce, atCA, 0, Memory{}, on, caDown, Act, "fails from this host too (2 of 3 SSL vhosts depend on it): turn stapling off in /inc.conf"},
+		{"outage, dry-run", DryRunMode, atCA, 0, Memory{}, on, caDown, DryRun, "would remediate"},
+		{"the log lies: the responder answers", Enforce, atCA, 0, Memory{}, on, caUp, NotCorroborated, "answers correctly from this host now: not acting (http://ocsp.ca.example/)"},
+		{"one account's dead responder: scoped out", Enforce, map[string]int{tenant.Key: 5}, 0, Memory{}, on, tenantDown, ScopedOut, "only account mallory depends on them"},
+		{"under 5% of the SSL vhosts: scoped out", Enforce, atCA, 0, Memory{}, many, caDown, ScopedOut, "only 2 of 100 SSL vhosts (2.0%"},
+		{"every SSL vhost affected: never scoped out", Enforce, map[string]int{"": 3}, 0, Memory{}, on, bothDown, Act, "3 of 3 SSL vhosts"},
+		{"include already off and wired", Enforce, map[string]int{ca.Key: 5}, 0, Memory{}, off, nil, NotEffective, "already off"},
+		{"not effective names the overrides", Enforce, map[string]int{ca.Key: 5}, 0, Memory{}, mixed, nil, NotEffective, "b.example"},
+		{"not effective is reported during a cooldown", Enforce, map[string]int{ca.Key: 5}, 0, recent, off, nil, NotEffective, "fix not effective"},
+		{"off but not wired: act (the rebuild)", Enforce, atCA, 0, Memory{}, notWired, caDown, Act, "turn stapling off"},
+		{"refused", Enforce, atCA, 0, Memory{}, refused, nil, Refused, "Must-Staple"},
+		{"refused during a cooldown", Enforce, atCA, 0, recent, refused, nil, Refused, "Must-Staple"},
+		{"cooldown", Enforce, atCA, 0, recent, on, nil, Cooldown, "in cooldown until 2026-11-21T12:50:00Z"},
+		{"cooldown in dry-run too", DryRunMode, atCA, 0, recent, on, nil, Cooldown, "cooldown"},
+		{"max per day", Enforce, atCA, 0, twoToday, on, nil, MaxPerDay, "2 remediations in the last 24h"},
+		{"yesterday's acts do not count", Enforce, atCA, 0, yesterday, on, caDown, Act, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			d := Decide(Input{Now: now, Mode: c.mode, Params: params, Failures: c.failures, Memory: c.mem, Facts: c.facts})
+			d := Decide(Input{Now: now, Mode: c.mode, Params: params, Window: c.window, Foreign: c.foreign, Memory: c.mem, Facts: c.facts, Check: c.check})
 			if d.Kind != c.want || !strings.Contains(d.Reason, c.reason) {
 				t.Fatalf("Decide = %s %q, want %s containing %q", d.Kind, d.Reason, c.want, c.reason)
 			}
 		})
+	}
+	// Asked to corroborate, it names exactly the responders the failures name (all of them when
+	// some failures name none).
+	d := Decide(Input{Now: now, Mode: Enforce, Params: params, Window: atCA, Facts: on})
+	if len(d.Check) != 1 || d.Check[0].Key != ca.Key {
+		t.Fatalf("check %+v", d.Check)
+	}
+	d = Decide(Input{Now: now, Mode: Enforce, Params: params, Window: map[string]int{"": 3}, Facts: on})
+	if len(d.Check) != 2 {
+		t.Fatalf("unnamed failures: check %+v", d.Check)
+	}
+}
+
+func TestAttribute(t *testing.T) {
+	f := Facts{Responders: []Responder{{Key: ResponderKey("OCSP.CA.example")}, {Key: ResponderKey("127.0.0.1:8888")}, {Key: ResponderKey("[2001:db8::1]:80")}}, Proxy: ResponderKey("proxy.example:3128")}
+	for logged, want := range map[string]string{
+		"":                   "",                   // names none: could be any
+		"ocsp.ca.example":    "ocsp.ca.example:80", // AH01972 names the host only
+		"ocsp.ca.example:80": "ocsp.ca.example:80",
+		"127.0.0.1:8888":     "127.0.0.1:8888",
+		"[2001:db8::1]:80":   "[2001:db8::1]:80",
+		"proxy.example:3128": "", // through SSLOCSPProxyURL: could be any
+		"127.0.0.1:9999":     "foreign",
+		"ocsp.ca.example:81": "foreign",
+		"evil.example":       "foreign",
+	} {
+		key, ok := f.Attribute(logged)
+		if !ok {
+			key = "foreign"
+		}
+		if key != want {
+			t.Errorf("Attribute(%q) = %q, want %q", logged, key, want)
+		}
 	}
 }
 

@@ -12,9 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path"
+	"slices"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -204,6 +209,9 @@ type Assessment struct {
 	// Config is Apache's config as it reads now; nil when it cannot be read (ConfigErr).
 	Config    *apacheconf.Config
 	ConfigErr error
+	// Certs holds, for each responder key of Facts.Responders, a served certificate that names
+	// it (with its issuer when the file has it): what a corroborating OCSP request asks about.
+	Certs map[string]*probe.CertFile
 }
 
 // Assess reads the host facts the policy decides on: effective stapling, whether the include
@@ -224,7 +232,7 @@ func Assess(l *apacheconf.Layout) Assessment {
 		a.Config, a.Facts.IncludeOff = p.current, p.before.StaplingOff
 	} else {
 		a.Config, a.ConfigErr = apacheconf.ReadConfig(l)
-		if inc, err := os.ReadFile(l.Path(l.Include)); err == nil {
+		if inc, err := apacheconf.ReadFile(l.Path(l.Include), apacheconf.MaxConfigFile); err == nil {
 			a.Facts.IncludeOff = apacheconf.InspectInclude(inc).StaplingOff
 		}
 	}
@@ -232,8 +240,119 @@ func Assess(l *apacheconf.Layout) Assessment {
 		a.Facts.Effective = a.Config.EffectiveStapling()
 		a.Facts.Wired = a.Config.Includes(l.Root, l.Include)
 		a.Facts.Overrides = OverrideList(a.Config)
+		a.responders(l)
 	}
 	return a
+}
+
+// NoAccount stands for the owner of SSL vhosts that name no cPanel account.
+const NoAccount = "(no account)"
+
+// responders fills the served responders and the blast-radius facts: every SSL vhost's
+// certificate is read for its OCSP URLs (only http:// ones: mod_ssl fetches over plain HTTP).
+func (a *Assessment) responders(l *apacheconf.Layout) {
+	a.Certs = map[string]*probe.CertFile{}
+	byKey := map[string]*policy.Responder{}
+	accounts := map[string]bool{}
+	var keys []string
+	for _, v := range a.Config.VHosts {
+		if !v.SSL {
+			continue
+		}
+		a.Facts.SSLVHosts++
+		// A vhost no account owns (the server's own hostname vhost) counts as its own owner,
+		// so "only one account is affected" never hides the server's vhosts.
+		owner := v.Account
+		if owner == "" {
+			owner = NoAccount
+		}
+		if !accounts[owner] {
+			accounts[owner] = true
+			a.Facts.Accounts = append(a.Facts.Accounts, owner)
+		}
+		if v.CertFile == "" {
+			continue
+		}
+		cf, err := probe.LoadCertFile(l.Path(v.CertFile))
+		if err != nil {
+			continue
+		}
+		for _, u := range cf.Leaf.OCSPServer {
+			pu, err := url.Parse(u)
+			if err != nil || pu.Scheme != "http" || pu.Host == "" {
+				continue
+			}
+			k := policy.ResponderKey(pu.Host)
+			r := byKey[k]
+			if r == nil {
+				r = &policy.Responder{URL: u, Key: k}
+				byKey[k] = r
+				keys = append(keys, k)
+				a.Certs[k] = cf
+			} else if a.Certs[k].Issuer == nil && cf.Issuer != nil {
+				a.Certs[k] = cf
+			}
+			r.VHosts = append(r.VHosts, v.Name())
+			if !slices.Contains(r.Accounts, owner) {
+				r.Accounts = append(r.Accounts, owner)
+			}
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		a.Facts.Responders = append(a.Facts.Responders, *byKey[k])
+	}
+	sort.Strings(a.Facts.Accounts)
+	if pu, err := url.Parse(a.Config.OCSPProxyURL); a.Config.OCSPProxyURL != "" && err == nil && pu.Host != "" {
+		a.Facts.Proxy = policy.ResponderKey(pu.Host)
+	}
+}
+
+// Asker asks one responder from this host (probe.Check in production; tests replace it).
+type Asker func(ctx context.Context, rawURL string, cf *probe.CertFile, timeout time.Duration, proxy string) probe.ResponderCheck
+
+// AskFromHere is the real Asker: the system resolver, every address on its own.
+func AskFromHere(ctx context.Context, rawURL string, cf *probe.CertFile, timeout time.Duration, proxy string) probe.ResponderCheck {
+	return probe.Check(ctx, net.DefaultResolver, rawURL, cf, timeout, proxy)
+}
+
+// ResponderTimeout is mod_ssl's SSLStaplingResponderTimeout for this config (Apache's
+// default, 10 s, when unset): the time each corroborating request gets, per address.
+func (a *Assessment) ResponderTimeout() time.Duration {
+	if a.Config != nil && a.Config.ResponderTimeout > 0 {
+		return time.Duration(a.Config.ResponderTimeout) * time.Second
+	}
+	return 10 * time.Second
+}
+
+// Decide is policy.Decide on these facts; when it asks for corroboration, the responders it
+// names are asked (concurrently) and it decides again with their answers. The daemon and the
+// audit both decide through here.
+func (a *Assessment) Decide(ctx context.Context, in policy.Input, ask Asker) policy.Decision {
+	in.Facts = a.Facts
+	d := policy.Decide(in)
+	if d.Kind != policy.Corroborate {
+		return d
+	}
+	proxy := ""
+	if a.Config != nil {
+		proxy = a.Config.OCSPProxyURL
+	}
+	check := &policy.Check{Responders: make([]policy.CheckResult, len(d.Check))}
+	var wg sync.WaitGroup
+	for i, r := range d.Check {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := ask(ctx, r.URL, a.Certs[r.Key], a.ResponderTimeout(), proxy)
+			check.Responders[i] = policy.CheckResult{Key: r.Key, URL: r.URL, Answers: c.Answers, Detail: c.Detail()}
+		}()
+	}
+	wg.Wait()
+	in.Check = check
+	d = policy.Decide(in)
+	d.Checked = check
+	return d
 }
 
 // Remediate turns stapling off. See the README for the steps; in short: lock, plan, journal
@@ -251,6 +370,10 @@ func (r *Remediator) Revert(ctx context.Context, dryRun bool) (*Report, error) {
 func (r *Remediator) change(ctx context.Context, action state.Action, dryRun bool) (*Report, error) {
 	if dryRun {
 		return r.dryRun(action)
+	}
+	// Everything below may run a command as root: none may be one another user could replace.
+	if err := r.Cmds.Trusted(r.Layout.Root); err != nil {
+		return nil, &Error{Outcome: Refused, Err: err}
 	}
 	// Refuse bad input before creating or locking anything: a refusal changes nothing on
 	// disk, our state directory included. The same checks run again under the lock.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/stapling-agent/stapling-agent/agent/policy"
+	"github.com/stapling-agent/stapling-agent/apacheconf"
 )
 
 // keepBackups bounds the backup directory: a handful of remediations a day for years would
@@ -31,6 +32,8 @@ const keepBackups = 20
 type State struct {
 	Dir string
 	Now func() time.Time
+	// Root is --root: no directory between it and Dir may be a symlink (NoSymlinkBelow).
+	Root string
 }
 
 // New is the state directory dir (a path on this machine, already under --root).
@@ -93,12 +96,33 @@ type Entry struct {
 func (s *State) journalPath() string { return filepath.Join(s.Dir, "journal.jsonl") }
 
 // Ensure creates the state directory with mode 0700 (and tightens an existing one).
+//
+// It never follows a symlink: a state directory (or one above it, below --root) that is a
+// link would let whoever made it point our chmod, journal and backups anywhere. The chmod
+// goes through a descriptor opened with O_NOFOLLOW, so the link cannot be swapped in between.
 func (s *State) Ensure() error {
+	root := s.Root
+	if root == "" {
+		root = "/"
+	}
+	if err := apacheconf.NoSymlinkBelow(root, filepath.Join(s.Dir, "backups")); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Join(s.Dir, "backups"), 0o700); err != nil {
 		return fmt.Errorf("create state directory: %w", err)
 	}
-	if err := os.Chmod(s.Dir, 0o700); err != nil {
-		return fmt.Errorf("chmod state directory: %w", err)
+	for _, d := range []string{s.Dir, filepath.Join(s.Dir, "backups")} {
+		fd, err := syscall.Open(d, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open state directory %s: %w (a symlink?)", d, err)
+		}
+		err = syscall.Fchmod(fd, 0o700)
+		if cerr := syscall.Close(fd); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("chmod state directory %s: %w", d, err)
+		}
 	}
 	return nil
 }
@@ -107,7 +131,7 @@ func (s *State) Ensure() error {
 // then, re-reading the include, finds the work done.
 func (s *State) Lock(ctx context.Context, wait time.Duration) (unlock func(), err error) {
 	p := filepath.Join(s.Dir, "lock")
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock %s: %w", p, err)
 	}
@@ -143,7 +167,7 @@ func (s *State) Append(e Entry) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(s.journalPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(s.journalPath(), os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return fmt.Errorf("open journal: %w", err)
 	}
@@ -247,7 +271,23 @@ func MemoryAt(acts []Entry, at time.Time) policy.Memory {
 func (s *State) Backup(name string, data []byte) (string, error) {
 	dir := filepath.Join(s.Dir, "backups")
 	p := filepath.Join(dir, fmt.Sprintf("%s.%s", name, s.Now().UTC().Format("20060102T150405.000000000Z")))
-	if err := os.WriteFile(p, data, 0o600); err != nil {
+	// O_EXCL and O_NOFOLLOW: never write through a file or link someone placed there; two
+	// backups in the same instant get a suffix.
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	for i := 1; errors.Is(err, fs.ErrExist) && i < 100; i++ {
+		f, err = os.OpenFile(fmt.Sprintf("%s.%d", p, i), os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		if err == nil {
+			p = f.Name()
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("write backup: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return "", fmt.Errorf("write backup: %w", err)
+	}
+	if err := f.Close(); err != nil {
 		return "", fmt.Errorf("write backup: %w", err)
 	}
 	entries, err := os.ReadDir(dir)

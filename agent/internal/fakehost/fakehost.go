@@ -7,7 +7,15 @@ package fakehost
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +27,7 @@ import (
 
 	"github.com/stapling-agent/stapling-agent/agent/config"
 	"github.com/stapling-agent/stapling-agent/agent/env"
+	"github.com/stapling-agent/stapling-agent/agent/probe"
 	"github.com/stapling-agent/stapling-agent/agent/state"
 	"github.com/stapling-agent/stapling-agent/apacheconf"
 )
@@ -31,7 +40,11 @@ const (
 	AdminBytes = "# admin's include\r\nKeepAliveTimeout 5" // CRLF, no final newline
 	WiredHTTPD = "SSLUseStapling On\nSSLStaplingCache shmcb:/run/apache2/stapling(256000)\n" +
 		"Include \"/etc/apache2/conf.d/includes/pre_virtualhost_global.conf\"\n" +
-		"<VirtualHost *:443>\nServerName a.example\nSSLEngine on\n</VirtualHost>\n"
+		"<VirtualHost *:443>\nServerName a.example\nSSLEngine on\nSSLCertificateFile " + CertFile + "\n</VirtualHost>\n"
+	// CertFile is a.example's combined certificate file (leaf and issuer), written on every
+	// fake EA4 host; its OCSP URL is Responder.
+	CertFile  = "/etc/apache2/ssl/a.example.combined"
+	Responder = "http://ocsp.example.net/"
 )
 
 // Runner records commands and answers from a script of errors per command name (argv[0]).
@@ -102,6 +115,9 @@ func New(t testing.TB, kind string, files map[string]string) *Host {
 	}
 	if kind == "ea4" {
 		all["/etc/cpanel/ea4/is_ea4"] = ""
+		if _, ok := all[CertFile]; !ok {
+			all[CertFile] = Cert(t, "a.example", Responder, false)
+		}
 	}
 	for p, content := range all {
 		Write(t, root, p, content)
@@ -188,6 +204,59 @@ func (h *Host) Env(t testing.TB, mutate func(*config.Config)) *env.Env {
 		Root: h.Root, Config: cfg, Log: zerolog.Nop(), Layout: h.Layout, Runner: h.Runner,
 		State: state.New(filepath.Join(h.Root, cfg.StateDir), h.Now), Now: h.Now,
 	}
+}
+
+// Cert is a combined certificate file (leaf, then its issuer) for name whose OCSP URL is
+// ocspURL, Must-Staple (TLS Feature status_request) when mustStaple.
+func Cert(t testing.TB, name, ocspURL string, mustStaple bool) string {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fakehost CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), OCSPServer: []string{ocspURL}}
+	if mustStaple {
+		feature, _ := asn1.Marshal([]int{5})
+		leaf.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 24}, Value: feature}}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) +
+		string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+}
+
+// Asker answers corroborating requests like the responders would: every URL answers but the
+// ones in down. It records the URLs asked.
+type Asker struct {
+	mu    sync.Mutex
+	Down  map[string]bool
+	asked []string
+}
+
+// Ask has remediate.Asker's signature.
+func (a *Asker) Ask(_ context.Context, rawURL string, _ *probe.CertFile, _ time.Duration, _ string) probe.ResponderCheck {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.asked = append(a.asked, rawURL)
+	if a.Down[rawURL] {
+		return probe.ResponderCheck{URL: rawURL, Addresses: []probe.AddressResult{{Address: "192.0.2.1:80", Cause: "connect_refused"}}}
+	}
+	return probe.ResponderCheck{URL: rawURL, Answers: true, Addresses: []probe.AddressResult{{Address: "192.0.2.1:80", OK: true}}}
+}
+
+// Asked is how many requests were made.
+func (a *Asker) Asked() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.asked)
 }
 
 // Stamp formats t as Apache's error_log does.
