@@ -103,6 +103,30 @@ func packages(t *testing.T) {
 	built.bin = filepath.Join(built.extract, "usr/sbin/stapling-agent")
 }
 
+// The NRPE sudoers drop-in parses (visudo), pins the audit's arguments exactly (a rule that
+// ends in the command name alone would allow any arguments, --root of a user's own tree
+// included), and pins what the README's NRPE example runs.
+func TestSudoersDropIn(t *testing.T) {
+	need(t, "visudo")
+	run(t, "", nil, "visudo", "-cf", "sudoers/stapling-agent")
+	b, _ := os.ReadFile("sudoers/stapling-agent")
+	readme, _ := os.ReadFile("../README.md")
+	const pinned = "/usr/sbin/stapling-agent audit --format nagios --since 1h --timeout 8s"
+	rules := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		rules++
+		if !strings.HasSuffix(line, "NOPASSWD: "+pinned) {
+			t.Errorf("rule does not pin the arguments: %q", line)
+		}
+	}
+	if rules != 2 || !strings.Contains(string(readme), "sudo "+pinned) {
+		t.Fatalf("%d rules; README's NRPE example must run exactly %q", rules, pinned)
+	}
+}
+
 func TestRPMContentsAndFlags(t *testing.T) {
 	packages(t)
 	files := run(t, "", nil, "rpm", "-qpl", built.v1)
@@ -111,7 +135,7 @@ func TestRPMContentsAndFlags(t *testing.T) {
 		"/usr/lib/systemd/system/stapling-agent-audit.service", "/usr/lib/systemd/system/stapling-agent-audit.timer",
 		"/etc/stapling-agent/config.yaml", "/var/lib/stapling-agent", "/etc/ansible/facts.d/stapling_agent.fact",
 		"/usr/share/man/man8/stapling-agent.8.gz", "/usr/share/man/man8/stapling-agent-audit.8.gz",
-		"/usr/share/licenses/stapling-agent/LICENSE",
+		"/usr/share/licenses/stapling-agent/LICENSE", "/etc/sudoers.d/stapling-agent",
 	} {
 		if !strings.Contains(files, want+"\n") {
 			t.Errorf("RPM lacks %s", want)
@@ -123,6 +147,7 @@ func TestRPMContentsAndFlags(t *testing.T) {
 		"/var/lib/stapling-agent  drwx------",
 		"/usr/sbin/stapling-agent  -rwxr-xr-x",
 		"/etc/ansible/facts.d/stapling_agent.fact  -rwxr-xr-x",
+		"/etc/sudoers.d/stapling-agent cn -r--r-----",
 	} {
 		if !strings.Contains(flags, want+"\n") {
 			t.Errorf("flags: want %q in\n%s", want, flags)
@@ -275,12 +300,26 @@ func TestAnsiblePlaybooks(t *testing.T) {
 	run(t, "", nil, "../scripts/sample-host.sh", h2)
 	run(t, "", nil, built.bin, "--root", h2, "remediate")
 	os.Mkdir(h3, 0o755)
+	// host4 stands in for a host whose audit names a responder a tenant chose: a spreadsheet
+	// formula with a comma and quotes, which must stay one quoted, defused CSV cell. A stand-in
+	// binary prints that audit, since the real one counts only failures naming a responder
+	// that a served certificate uses, and a certificate's OCSP URL cannot hold this name.
+	fake := filepath.Join(dir, "fake-audit")
+	os.WriteFile(fake, []byte(`#!/bin/sh
+cat <<'EOF'
+{"schema": "stapling-agent/audit/v1", "status": "critical", "summary": "forged",
+ "failures": {"total": 4, "by_cause": {"connect_timeout": 4}, "by_responder": {"=HYPERLINK(\"http://x\"),evil": 4}},
+ "stapling": {"effective": "on"}}
+EOF
+exit 2
+`), 0o755)
 	inv := filepath.Join(dir, "inventory")
-	os.WriteFile(inv, []byte(fmt.Sprintf("host1 ansible_connection=local stapling_agent_root=%s\nhost2 ansible_connection=local stapling_agent_root=%s\nhost3 ansible_connection=local stapling_agent_root=%s\n", h1, h2, h3)), 0o644)
-	env := []string{"ANSIBLE_NOCOLOR=1", "ANSIBLE_LOCAL_TEMP=" + dir + "/tmp", "ANSIBLE_REMOTE_TEMP=" + dir + "/tmp", "ANSIBLE_HOME=" + dir + "/home"}
+	os.WriteFile(inv, []byte(fmt.Sprintf("host1 ansible_connection=local stapling_agent_root=%[1]s stapling_agent_bin=%[4]s\nhost2 ansible_connection=local stapling_agent_root=%[2]s stapling_agent_bin=%[4]s\nhost3 ansible_connection=local stapling_agent_root=%[3]s stapling_agent_bin=%[4]s\nhost4 ansible_connection=local stapling_agent_bin=%[5]s\n", h1, h2, h3, built.bin, fake)), 0o644)
+	// PYTHONDONTWRITEBYTECODE: loading filter_plugins/ must not leave __pycache__ in the tree.
+	env := []string{"ANSIBLE_NOCOLOR=1", "PYTHONDONTWRITEBYTECODE=1", "ANSIBLE_LOCAL_TEMP=" + dir + "/tmp", "ANSIBLE_REMOTE_TEMP=" + dir + "/tmp", "ANSIBLE_HOME=" + dir + "/home"}
 	report := filepath.Join(dir, "report")
 	cmd := exec.Command("ansible-playbook", "-i", inv, "ansible/audit.yml",
-		"-e", "stapling_agent_install=false", "-e", "stapling_agent_bin="+built.bin,
+		"-e", "stapling_agent_install=false",
 		"-e", "stapling_agent_report_dir="+report, "-e", "ansible_python_interpreter=/usr/bin/python3")
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
@@ -290,14 +329,18 @@ func TestAnsiblePlaybooks(t *testing.T) {
 	}
 	csv, _ := os.ReadFile(filepath.Join(report, "fleet-report.csv"))
 	want := "host,status,failures,top_cause,top_responder,effective_stapling\n" +
-		"host1,critical,4,connect_timeout,ocsp.sectigo.com,on\n" +
-		"host2,ok,4,connect_timeout,ocsp.sectigo.com,off\n" +
+		"host1,critical,4,connect_timeout,127.0.0.1:9,on\n" +
+		"host2,ok,4,connect_timeout,127.0.0.1:9,off\n" +
 		"host3,unknown,0,,,unknown\n"
+	// host4's responder is one cell, quoted (comma, quotes doubled), starting with a single
+	// quote, so a spreadsheet shows it as text instead of evaluating it (OWASP's advice on
+	// CSV injection).
+	want += `host4,critical,4,connect_timeout,"'=HYPERLINK(""http://x""),evil",on` + "\n"
 	if string(csv) != want {
 		t.Fatalf("CSV:\n%s\nwant:\n%s", csv, want)
 	}
 	js, _ := os.ReadFile(filepath.Join(report, "fleet-report.json"))
-	if strings.Count(string(js), `"schema": "stapling-agent/audit/v1"`) != 3 {
+	if strings.Count(string(js), `"schema": "stapling-agent/audit/v1"`) != 4 {
 		t.Fatalf("JSON report:\n%s", js)
 	}
 

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stapling-agent/stapling-agent/agent/escape"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
@@ -59,33 +60,37 @@ func Render(w io.Writer, r *Report, format Format) error {
 }
 
 // renderNagios follows the plugin API: first line "SERVICE STATUS - text | perfdata", then
-// detail lines (FACTS.md section 9).
+// detail lines (FACTS.md section 9). Every line goes through nagiosText: a "|" anywhere, in
+// the first line or a detail line, would start perfdata early, and the summary, responders,
+// reasons and errors carry text from error_log and certificates.
 func renderNagios(w io.Writer, r *Report) error {
 	f := r.Failures
-	// The summary can name responders from log lines; a "|" would start the perfdata early.
 	fmt.Fprintf(w, "STAPLING %s - %s | failures=%d;1;%d;0; max_in_window=%d;;;0;\n",
-		strings.ToUpper(string(r.Status)), strings.ReplaceAll(escape.Line(r.Summary), "|", "/"), f.Total, r.Policy.Threshold, f.MaxInWindow)
-	fmt.Fprintf(w, "layout: %s; include %s (wired: %s); error_log %s\n", r.Layout.Kind, r.Layout.IncludeFile, yesNo(r.Layout.IncludeWired), r.Layout.ErrorLog)
+		strings.ToUpper(string(r.Status)), nagiosText(prose(r.Summary)), f.Total, r.Policy.Threshold, f.MaxInWindow)
+	line := func(format string, args ...any) {
+		fmt.Fprintln(w, nagiosText(fmt.Sprintf(format, args...)))
+	}
+	line("layout: %s; include %s (wired: %s); error_log %s", r.Layout.Kind, path(r.Layout.IncludeFile), yesNo(r.Layout.IncludeWired), path(r.Layout.ErrorLog))
 	global := r.Stapling.Global
 	if global == "" {
 		global = "unset"
 	}
-	fmt.Fprintf(w, "stapling: effective %s, global %s, stapling-agent block %s\n", r.Stapling.Effective, global, yesNo(r.Stapling.ManagedBlock))
+	line("stapling: effective %s, global %s, stapling-agent block %s", r.Stapling.Effective, name(global), yesNo(r.Stapling.ManagedBlock))
 	if f.Total > 0 {
-		fmt.Fprintf(w, "failures by cause: %s; by responder: %s\n", nagiosText(counts(f.ByCause)), nagiosText(counts(f.ByResponder)))
+		line("failures by cause: %s; by responder: %s", counts(f.ByCause, len(f.ByCause)), counts(f.ByResponder, maxListed))
 	}
 	for _, a := range r.Actions {
-		fmt.Fprintf(w, "action: %s %s: %s\n", a.Action, a.Target, nagiosText(a.Reason))
+		line("action: %s %s: %s", a.Action, path(a.Target), prose(a.Reason))
 	}
 	for _, c := range r.Checks {
 		if c.Status != "ok" {
-			fmt.Fprintf(w, "check %s failed: %s\n", c.Name, nagiosText(c.Error))
+			line("check %s failed: %s", c.Name, prose(c.Error))
 		}
 	}
 	return nil
 }
 
-// nagiosText is text for a Nagios detail line: one line, no "|" (which would start perfdata).
+// nagiosText is text for a Nagios line: one line, no "|" (which would start perfdata).
 func nagiosText(s string) string { return strings.ReplaceAll(escape.Line(s), "|", "/") }
 
 // renderPrometheus writes the text exposition format without timestamps, for node_exporter's
@@ -113,12 +118,17 @@ func renderPrometheus(w io.Writer, r *Report) error {
 		fmt.Fprintf(w, "stapling_agent_check_success{check=%s} %d\n", label(string(c.Name)), b(c.Status == "ok"))
 	}
 	metric("responder_failures", "OCSP responder failures (AH01941) in the window, by cause.", "gauge")
-	for _, k := range sortedKeys(r.Failures.ByCause) {
+	// Causes are logwatch's closed set: no bound needed.
+	for _, k := range ranked(r.Failures.ByCause) {
 		fmt.Fprintf(w, "stapling_agent_responder_failures{cause=%s} %d\n", label(k), r.Failures.ByCause[k])
 	}
 	metric("responder_failures_by_responder", "OCSP responder failures in the window, by responder as logged.", "gauge")
-	for _, k := range sortedKeys(r.Failures.ByResponder) {
-		fmt.Fprintf(w, "stapling_agent_responder_failures_by_responder{responder=%s} %d\n", label(k), r.Failures.ByResponder[k])
+	top, other := topResponders(r.Failures.ByResponder)
+	for _, s := range top {
+		fmt.Fprintf(w, "stapling_agent_responder_failures_by_responder{responder=%s} %d\n", label(s.responder), s.n)
+	}
+	if other > 0 {
+		fmt.Fprintf(w, "stapling_agent_responder_failures_by_responder{responder=%s} %d\n", label(otherResponders), other)
 	}
 	metric("responder_failures_total_in_window", "All OCSP responder failures in the window.", "gauge")
 	fmt.Fprintf(w, "stapling_agent_responder_failures_total_in_window %d\n", r.Failures.Total)
@@ -149,76 +159,183 @@ func renderPrometheus(w io.Writer, r *Report) error {
 	return nil
 }
 
+// maxSeries bounds stapling_agent_responder_failures_by_responder: every responder name a
+// tenant's certificate names (or a forged log line) would otherwise be a new series.
+const maxSeries = 10
+
+// otherResponders labels the sum of the responders beyond the top maxSeries.
+const otherResponders = "other"
+
+type responderCount struct {
+	responder string // as labelText makes it
+	n         int
+}
+
+// topResponders is the maxSeries responders with the most failures (ties by name) and the sum
+// of the rest. Names are counted as their label values: two long names that clip to the same
+// value, or a responder that calls itself "other", must not make a duplicate series, which
+// would make node_exporter's textfile collector drop the whole file (FACTS.md section 16).
+func topResponders(m map[string]int) (top []responderCount, other int) {
+	byLabel := map[string]int{}
+	for k, n := range m {
+		byLabel[labelText(k)] += n
+	}
+	other = byLabel[otherResponders]
+	delete(byLabel, otherResponders)
+	for i, k := range ranked(byLabel) {
+		if i < maxSeries {
+			top = append(top, responderCount{k, byLabel[k]})
+		} else {
+			other += byLabel[k]
+		}
+	}
+	return top, other
+}
+
+// labelText is v as a label value may hold it: valid UTF-8 (the exposition format requires
+// it; invalid bytes become U+FFFD) and at most maxValue bytes.
+func labelText(v string) string { return clip(strings.ToValidUTF8(v, "\uFFFD")) }
+
 // label is a quoted label value as the exposition format escapes it: only backslash, double
 // quote and newline (Go's %q escapes more, and node_exporter's textfile collector then drops
 // the whole file).
 func label(v string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v) + `"`
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(labelText(v)) + `"`
 }
 
+// renderText is the report for people on a terminal. Every field that can hold text from
+// error_log, certificates or the host's config goes through name, path or prose, which escape
+// it onto one line and bound it.
 func renderText(w io.Writer, r *Report) error {
-	fmt.Fprintf(w, "stapling-agent audit of %s: %s\n", escape.Line(r.Host), strings.ToUpper(string(r.Status)))
-	fmt.Fprintf(w, "  %s\n\n", escape.Line(r.Summary))
-	fmt.Fprintf(w, "layout        %s\n", r.Layout.Kind)
+	fmt.Fprintf(w, "stapling-agent audit of %s: %s\n", name(r.Host), strings.ToUpper(string(r.Status)))
+	fmt.Fprintf(w, "  %s\n\n", prose(r.Summary))
+	fmt.Fprintf(w, "layout        %s\n", name(string(r.Layout.Kind)))
 	if r.Layout.Kind != apacheconf.KindUnknown {
-		fmt.Fprintf(w, "httpd.conf    %s\n", r.Layout.HTTPDConf)
-		fmt.Fprintf(w, "include       %s (wired: %s, stapling-agent block: %s)\n", r.Layout.IncludeFile, yesNo(r.Layout.IncludeWired), yesNo(r.Stapling.ManagedBlock))
+		fmt.Fprintf(w, "httpd.conf    %s\n", path(r.Layout.HTTPDConf))
+		fmt.Fprintf(w, "include       %s (wired: %s, stapling-agent block: %s)\n", path(r.Layout.IncludeFile), yesNo(r.Layout.IncludeWired), yesNo(r.Stapling.ManagedBlock))
 		global := r.Stapling.Global
 		if global == "" {
 			global = "unset (Apache default: off)"
 		}
-		fmt.Fprintf(w, "stapling      effective %s; global %s", r.Stapling.Effective, global)
+		fmt.Fprintf(w, "stapling      effective %s; global %s", r.Stapling.Effective, name(global))
 		if r.Stapling.GlobalAt != "" {
-			fmt.Fprintf(w, " at %s", r.Stapling.GlobalAt)
+			fmt.Fprintf(w, " at %s", path(r.Stapling.GlobalAt))
 		}
 		fmt.Fprintln(w)
 		for _, o := range r.Stapling.Overrides {
-			fmt.Fprintf(w, "  vhost %s sets SSLUseStapling %s at %s:%d\n", escape.Line(o.VHost), o.Value, o.File, o.Line)
+			fmt.Fprintf(w, "  vhost %s sets SSLUseStapling %s at %s:%d\n", name(o.VHost), name(o.Value), path(o.File), o.Line)
 		}
-		fmt.Fprintf(w, "error_log     %s (%d file%s, %s, %d lines, %d skipped)\n", r.Layout.ErrorLog, len(r.Log.Files), plural(len(r.Log.Files)), humanBytes(r.Log.BytesScanned), r.Log.LinesScanned, r.Log.SkippedLines)
+		fmt.Fprintf(w, "error_log     %s (%d file%s, %s, %d lines, %d skipped)\n", path(r.Layout.ErrorLog), len(r.Log.Files), plural(len(r.Log.Files)), humanBytes(r.Log.BytesScanned), r.Log.LinesScanned, r.Log.SkippedLines)
 		fmt.Fprintf(w, "window        %s to %s\n", r.Window.Since.Format(time.RFC3339), r.Window.Until.Format(time.RFC3339))
 	}
 	f := r.Failures
 	if f.Total > 0 {
-		fmt.Fprintf(w, "failures      %d (max %d in %s; threshold %d; daemon would act: %s)\n", f.Total, f.MaxInWindow, r.Policy.Window, r.Policy.Threshold, yesNo(r.Policy.WouldAct))
-		fmt.Fprintf(w, "  by cause      %s\n  by responder  %s\n", escape.Line(counts(f.ByCause)), escape.Line(counts(f.ByResponder)))
-		fmt.Fprintf(w, "  first %s, last %s\n", f.First.Format(time.RFC3339), f.Last.Format(time.RFC3339))
+		fmt.Fprintf(w, "failures      %d (max %d in %s; threshold %d; daemon would act: %s)\n", f.Total, f.MaxInWindow, name(r.Policy.Window), r.Policy.Threshold, yesNo(r.Policy.WouldAct))
+		fmt.Fprintf(w, "  by cause      %s\n  by responder  %s\n", counts(f.ByCause, len(f.ByCause)), counts(f.ByResponder, maxListed))
+		if f.First != nil && f.Last != nil {
+			fmt.Fprintf(w, "  first %s, last %s\n", f.First.Format(time.RFC3339), f.Last.Format(time.RFC3339))
+		}
 	}
 	if n := r.CertificateEvents.Total; n > 0 {
-		fmt.Fprintf(w, "certificate   %d status problems (%s): not an outage, stapling off does not fix them\n", n, counts(r.CertificateEvents.ByCode))
+		fmt.Fprintf(w, "certificate   %d status problems (%s): not an outage, stapling off does not fix them\n", n, counts(r.CertificateEvents.ByCode, len(r.CertificateEvents.ByCode)))
 	}
 	if n := r.InitEvents.Total; n > 0 {
-		fmt.Fprintf(w, "start-up      %d lines for certificates without an OCSP URL (%s)\n", n, counts(r.InitEvents.ByCode))
+		fmt.Fprintf(w, "start-up      %d lines for certificates without an OCSP URL (%s)\n", n, counts(r.InitEvents.ByCode, len(r.InitEvents.ByCode)))
 	}
 	if d := r.Policy.Decision; d.Kind != policy.None {
-		fmt.Fprintf(w, "daemon        would decide %s: %s\n", d.Kind, escape.Line(d.Reason))
+		fmt.Fprintf(w, "daemon        would decide %s: %s\n", d.Kind, prose(d.Reason))
 	}
 	for _, a := range r.Actions {
-		fmt.Fprintf(w, "action        %s %s: %s\n", a.Action, a.Target, escape.Line(a.Reason))
+		fmt.Fprintf(w, "action        %s %s: %s\n", a.Action, path(a.Target), prose(a.Reason))
 	}
 	for _, c := range r.Checks {
 		if c.Status != "ok" {
-			fmt.Fprintf(w, "check         %s failed: %s\n", c.Name, escape.Line(c.Error))
+			fmt.Fprintf(w, "check         %s failed: %s\n", c.Name, prose(c.Error))
 		}
 	}
 	return nil
 }
 
-func sortedKeys(m map[string]int) []string {
+// Bounds on what a tenant can make the text and Nagios output print.
+const (
+	// maxValue is the longest name or value printed whole: host names and host:port
+	// responders are far shorter (a DNS name is at most 253 bytes, and responders in the
+	// wild are under 64); longer ones are cut and say how long they were.
+	maxValue = 128
+	// maxProse is the longest sentence (summary, reason, error) printed whole; the
+	// summary's legitimate clauses stay under 500 bytes. It also keeps the Nagios first
+	// line, and with it the perfdata, far below Nagios's output limit (8 KiB in all).
+	maxProse = 1024
+	// maxListed is how many responders the text and Nagios lists name; the rest are
+	// counted ("and N more"). JSON has them all.
+	maxListed = 5
+)
+
+// clip cuts s to at most maxValue bytes at a UTF-8 boundary, ending in "…(N bytes)" with
+// s's length when it cuts.
+func clip(s string) string { return clipAt(s, maxValue) }
+
+func clipAt(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	mark := fmt.Sprintf("…(%d bytes)", len(s))
+	i := max - len(mark)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + mark
+}
+
+// name is a name or value (host, responder, vhost) for one line: cut, then escaped.
+func name(s string) string { return escape.Line(clip(s)) }
+
+// path is a host path for one line. Paths come from the host's own config, not a tenant, so
+// they are escaped (cheap) but not cut.
+func path(s string) string { return escape.Line(s) }
+
+// prose is a sentence (summary, reason, error) for one line: each word longer than maxValue
+// (a responder name or certificate text quoted in it) is cut, the whole is escaped and cut at
+// maxProse bytes.
+func prose(s string) string {
+	words := strings.Split(s, " ")
+	for i, w := range words {
+		words[i] = clip(w)
+	}
+	return clipAt(escape.Line(strings.Join(words, " ")), maxProse)
+}
+
+// ranked is m's keys by count, highest first, ties by key.
+func ranked(m map[string]int) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Strings(keys)
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
 	return keys
 }
 
-func counts(m map[string]int) string {
+// counts lists "key=n" for the limit keys with the highest counts, each cut and escaped, and
+// says how many more there are.
+func counts(m map[string]int, limit int) string {
+	keys := ranked(m)
 	var parts []string
-	for _, k := range sortedKeys(m) {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	for i, k := range keys {
+		if i == limit {
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", name(k), m[k]))
 	}
-	return strings.Join(parts, ", ")
+	s := strings.Join(parts, ", ")
+	if more := len(keys) - limit; more > 0 {
+		s += fmt.Sprintf(" and %d more", more)
+	}
+	return s
 }
 
 func yesNo(b bool) string {
