@@ -5,7 +5,9 @@
 #   scripts/lab.sh up DIR            build the tree, start the responder and Apache
 #   scripts/lab.sh down DIR          stop Apache and the responder
 #   scripts/lab.sh responder start|stop DIR
-#   scripts/lab.sh handshake DIR     one TLS handshake asking for a staple; prints the status
+#   scripts/lab.sh handshake DIR [SERVERNAME]
+#                                    one TLS handshake asking for a staple (default shop.test);
+#                                    prints the status
 #
 # Ports: HTTPS_PORT and OCSP_PORT from the environment, else free ones picked at random;
 # written to DIR/lab.env. Needs Debian's apache2 and openssl.
@@ -16,6 +18,21 @@
 # URL is the local responder, and etc/apache2/logs -> ../../var/log/apache2. With MUSTSTAPLE=1,
 # a second vhost (conf.d/mustaple.conf) serves a Must-Staple certificate (TLS Feature
 # status_request).
+#
+# With TENANTS=1, two customer accounts as cPanel writes them into httpd.conf (DocumentRoot
+# under the account's home, SuexecUserGroup, ScriptAlias /cgi-bin/), on the same HTTPS port
+# with SNI, and the code a customer can run there, to test what a tenant can put in error_log
+# (FACTS.md section 10):
+#   alice.test    certificate whose OCSP URL is the lab's responder: staples fine.
+#   mallory.test  certificate whose OCSP URL is 127.0.0.1:DEAD_OCSP_PORT (lab.env), where
+#                 nothing listens: each staple request makes mod_ssl log a genuine AH01974
+#                 (connection refused) and AH01941 for it.
+#     https://mallory.test/cgi-bin/forge.cgi?LINE  writes LINE, URL-decoded, raw to stderr
+#     https://mallory.test/forge.php?line=LINE     writes LINE raw to php://stderr (mod_php)
+# The CGI runs under mod_cgid (TENANT_CGI=cgi loads mod_cgi instead, to compare): under
+# prefork on Debian's 2.4.71, mod_cgid hands the script the server's error_log as stderr (raw
+# lines), mod_cgi reads the script's stderr itself and logs each line as AH01215 with a prefix.
+# Needs libapache2-mod-php8.2 as well.
 #
 # Stand-ins for cPanel's scripts (FACTS.md section 5) behave like the real ones:
 #   usr/sbin/apachectl, usr/sbin/httpd  run the real apache2 with this tree's config
@@ -119,9 +136,137 @@ responder_stop() {
   fi
 }
 
+# cgid_sock_dir: where mod_cgid's socket goes. Not in the tree: a socket path must fit in
+# sun_path (107 bytes), and a test's lab tree is longer than that with run/cgisock.PID added
+# (mod_cgid then truncates the path, AH01254, and binds somewhere else or nowhere). A short
+# directory of its own per tree, removed by `down`.
+cgid_sock_dir() {
+  echo "/run/stapling-lab-$(printf %s "$dir" | cksum | cut -d' ' -f1)"
+}
+
+# tenant_config (TENANTS=1, called by build): picks DEAD_OCSP_PORT, and sets tenant_modules
+# and tenant_vhosts, the lines build adds to httpd.conf.
+tenant_config() {
+  local mod=/usr/lib/apache2/modules cgi=${TENANT_CGI:-cgid} user
+  if [ ! -f "$mod/libphp8.2.so" ]; then
+    echo "lab: TENANTS=1 needs mod_php: apt-get install libapache2-mod-php8.2" >&2
+    exit 1
+  fi
+  case "$cgi" in
+    cgid | cgi) ;;
+    *) echo "lab: TENANT_CGI is cgid or cgi" >&2; exit 2 ;;
+  esac
+  # Nothing may listen on mallory's responder port: mod_ssl must get "connection refused".
+  # Picked like the other ports, never one of them; the lab itself never binds it.
+  dead=${DEAD_OCSP_PORT:-$(free_port)}
+  while [ "$dead" = "$https" ] || [ "$dead" = "$ocsp" ] || listening "$dead"; do dead=$(free_port); done
+  printf 'DEAD_OCSP_PORT=%s\n' "$dead" >>"$dir/lab.env"
+  # mallory's site over plain HTTP too, as every cPanel site is on port 80: a request for the
+  # scripts there involves no TLS handshake, so it makes mod_ssl log nothing of its own.
+  http=${HTTP_PORT:-$(free_port)}
+  while [ "$http" = "$https" ] || [ "$http" = "$ocsp" ] || [ "$http" = "$dead" ] || listening "$http"; do http=$(free_port); done
+  printf 'HTTP_PORT=%s\n' "$http" >>"$dir/lab.env"
+  mkdir -p "$(cgid_sock_dir)"
+  # mod_php needs prefork, which the lab runs. The CGI module is mod_cgid by default (see the
+  # header for what mod_cgi does instead). The CGI and PHP code runs as www-data: there is no
+  # suexec here (mod_suexec is not loaded), so the vhosts' SuexecUserGroup is skipped by its
+  # <IfModule>, as on a cPanel host without suexec; a real host would run the CGI as the
+  # account's user, which changes nothing about where its stderr goes.
+  tenant_modules="
+LoadModule alias_module $mod/mod_alias.so
+LoadModule ${cgi}_module $mod/mod_$cgi.so
+LoadModule php_module $mod/libphp8.2.so
+<IfModule cgid_module>
+    # mod_cgid binds ScriptSock.PID; see cgid_sock_dir.
+    ScriptSock $(cgid_sock_dir)/cgisock
+</IfModule>
+<IfModule php_module>
+    # As Debian's php8.2.conf. PHP's error_log setting stays unset (PHP's own messages go to
+    # Apache's logger, with a prefix); php://stderr is file descriptor 2 whatever it says.
+    <FilesMatch \"\\.php\$\">
+        SetHandler application/x-httpd-php
+    </FilesMatch>
+</IfModule>"
+  # The SSL vhosts as cPanel's ssl_vhost.default template writes them, minus logging and the
+  # ruid2/userdata parts. On a cPanel host DocumentRoot is /home/USER/public_html; here it is
+  # ServerRoot-relative, so Apache (-d DIR/etc/apache2) and stapling-agent (--root DIR) both
+  # find DIR/etc/apache2/home/USER/public_html.
+  tenant_vhosts="
+Listen 127.0.0.1:$http
+<VirtualHost 127.0.0.1:$http>
+    ServerName mallory.test
+    DocumentRoot home/mallory/public_html
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup mallory mallory
+        </IfModule>
+    </IfModule>
+    ScriptAlias /cgi-bin/ home/mallory/public_html/cgi-bin/
+</VirtualHost>
+"
+  for user in alice mallory; do
+    tenant_vhosts+="
+<VirtualHost 127.0.0.1:$https>
+    ServerName $user.test
+    ServerAlias www.$user.test
+    DocumentRoot home/$user/public_html
+    ServerAdmin webmaster@$user.test
+    UseCanonicalName Off
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup $user $user
+        </IfModule>
+    </IfModule>
+    ScriptAlias /cgi-bin/ home/$user/public_html/cgi-bin/
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/$user.test.combined
+    </IfModule>
+</VirtualHost>
+"
+  done
+}
+
+# tenant_files (TENANTS=1, called by build): the accounts' docroots and mallory's scripts.
+tenant_files() {
+  local home=$dir/etc/apache2/home user
+  for user in alice mallory; do
+    mkdir -p "$home/$user/public_html/cgi-bin"
+    echo "$user" >"$home/$user/public_html/index.html"
+  done
+  # Perl (perl-base is Essential on Debian): a shell script cannot write the decoded bytes
+  # (NUL aside) in one write(2). One write keeps the line whole next to Apache's own.
+  cat >"$home/mallory/public_html/cgi-bin/forge.cgi" <<'EOF'
+#!/usr/bin/perl
+# A customer's CGI script: writes its query string, form-decoded, raw to stderr.
+my $q = $ENV{QUERY_STRING} // '';
+$q =~ tr/+/ /;
+$q =~ s/%([0-9A-Fa-f]{2})/chr(hex($1))/ge;
+syswrite(STDERR, "$q\n");
+print "Content-Type: text/plain\n\nok\n";
+EOF
+  cat >"$home/mallory/public_html/forge.php" <<'EOF'
+<?php
+// A customer's PHP script: writes the "line" parameter raw to php://stderr.
+file_put_contents('php://stderr', ($_GET['line'] ?? '') . "\n");
+echo "ok\n";
+EOF
+  chmod 0755 "$home/mallory/public_html/cgi-bin/forge.cgi"
+  chmod -R a+rX "$home"
+  # Apache's children run the scripts as www-data: every directory above them must let it in.
+  if ! runuser -u www-data -- test -r "$home/mallory/public_html/forge.php"; then
+    echo "lab: www-data cannot reach $home: make $dir and its parent directories searchable (chmod o+x)" >&2
+    exit 1
+  fi
+}
+
 build() {
   local https=${HTTPS_PORT:-$(free_port)} ocsp=${OCSP_PORT:-$(free_port)}
+  local tenants=${TENANTS:-0} dead="" tenant_modules="" tenant_vhosts=""
   printf 'HTTPS_PORT=%s\nOCSP_PORT=%s\n' "$https" "$ocsp" >"$dir/lab.env"
+  if [ "$tenants" = 1 ]; then
+    tenant_config # sets dead, tenant_modules, tenant_vhosts; adds DEAD_OCSP_PORT to lab.env
+  fi
   mkdir -p "$dir/etc/cpanel/ea4" "$dir/etc/apache2/conf" "$dir/etc/apache2/conf.d/includes" \
     "$dir/etc/apache2/ssl" "$dir/etc/apache2/run" "$dir/var/log/apache2" "$dir/usr/sbin" \
     "$dir/usr/local/cpanel/scripts" "$dir/var/cpanel/mgmt_queue" "$dir/ca" "$dir/run"
@@ -146,10 +291,10 @@ EOF
       -subj "/CN=stapling-agent lab CA" -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
     : >index.txt
-    leaf() { # leaf NAME SERIAL EXTRA-EXTENSIONS
+    leaf() { # leaf NAME SERIAL EXTRA-EXTENSIONS [OCSP-PORT, default the lab's responder]
       openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
       printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:%s/\nextendedKeyUsage=serverAuth\n%s\n' \
-        "$1" "$ocsp" "$3" >"$1.ext"
+        "$1" "${4:-$ocsp}" "$3" >"$1.ext"
       openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$2" -days 20 \
         -extfile "$1.ext" -out "$1.crt" 2>/dev/null
       local end
@@ -159,6 +304,10 @@ EOF
     }
     leaf shop.test 5a01 ""
     leaf mustaple.test 5a02 "tlsfeature=status_request"
+    if [ "$tenants" = 1 ]; then
+      leaf alice.test 5a03 ""
+      leaf mallory.test 5a04 "" "$dead"
+    fi
   )
 
   cat >"$dir/etc/apache2/conf/httpd.conf" <<EOF
@@ -166,7 +315,7 @@ EOF
 LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
 LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
 LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so
-LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so
+LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so${tenant_modules}
 User www-data
 Group www-data
 DefaultRuntimeDir run
@@ -203,7 +352,7 @@ Include conf.d/includes/pre_virtualhost_global.conf
         SSLCertificateFile ssl/shop.test.combined
     </IfModule>
 </VirtualHost>
-
+${tenant_vhosts}
 Include conf.d/includes/post_virtualhost_global.conf
 EOF
   rm -f "$dir/etc/apache2/conf.d/mustaple.conf"
@@ -272,6 +421,9 @@ EOF
     >"$dir/usr/local/cpanel/scripts/rebuildhttpdconf"
   chmod 0755 "$dir/usr/sbin/apachectl" "$dir/usr/sbin/httpd" "$dir/usr/local/cpanel/scripts/"*
   chmod -R a+rX "$dir/etc/apache2/htdocs"
+  if [ "$tenants" = 1 ]; then
+    tenant_files
+  fi
 }
 
 case "$cmd" in
@@ -281,6 +433,9 @@ case "$cmd" in
     "$dir/usr/local/cpanel/scripts/restartsrv_httpd" >/dev/null
     . "$dir/lab.env"
     echo "lab up in $dir: https://127.0.0.1:$HTTPS_PORT (shop.test; mustaple.test with MUSTSTAPLE=1), OCSP responder 127.0.0.1:$OCSP_PORT"
+    if [ "${TENANTS:-0}" = 1 ]; then
+      echo "tenants: alice.test, mallory.test (OCSP URL 127.0.0.1:$DEAD_OCSP_PORT, nothing listens; forge.php, cgi-bin/forge.cgi)"
+    fi
     ;;
   down)
     # Stop Apache by its pid, not with `apache2 -k stop`: that parses the config first and
@@ -306,6 +461,7 @@ case "$cmd" in
       fi
     fi
     rm -f "$dir/etc/apache2/run/httpd.pid"
+    rm -rf "$(cgid_sock_dir)"
     responder_stop || rc=1
     exit $rc
     ;;
@@ -318,7 +474,7 @@ case "$cmd" in
     ;;
   handshake)
     . "$dir/lab.env"
-    echo | openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername shop.test -status 2>/dev/null |
+    echo | openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "${3:-shop.test}" -status 2>/dev/null |
       grep -E "OCSP Response Status|Cert Status|OCSP response: no response sent" || true
     ;;
   *) echo "usage: lab.sh up|down|responder|handshake DIR" >&2; exit 2 ;;
