@@ -364,6 +364,7 @@ func newProbeCmd(g *globals) *cobra.Command {
 		servername string
 		format     string
 		timeout    time.Duration
+		deadline   time.Duration
 	)
 	unknown := func(err error) error { return &exitError{code: ExitUnknown, err: err} }
 	cmd := &cobra.Command{
@@ -402,7 +403,12 @@ could be probed.`,
 				}
 				tg = probe.Targets(l, cfg, 0)
 			}
-			rep := probe.Run(cmd.Context(), tg, timeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
+			defer cancel()
+			rep := probe.Run(ctx, tg, timeout)
+			if ctx.Err() != nil {
+				rep.Incomplete = fmt.Sprintf("stopped after --deadline %s; targets not probed by then say so", deadline)
+			}
 			if format == "json" {
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
@@ -425,6 +431,7 @@ could be probed.`,
 	cmd.Flags().StringVar(&servername, "servername", "", "SNI name for --target")
 	cmd.Flags().StringVar(&format, "format", "text", "output: text or json")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "timeout for each handshake and OCSP request")
+	cmd.Flags().DurationVar(&deadline, "deadline", 2*time.Minute, "stop the whole probe after this long (SIGTERM stops it at once)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
 }

@@ -287,3 +287,31 @@ func TestE2EMustStapleGuardAndVerification(t *testing.T) {
 		}
 	}
 }
+
+// During a black-holed outage every handshake that asks for a staple waits on mod_ssl's fetch:
+// the probe says "stalled" (not "timeout", the protocols are fine), tries a stalled vhost once
+// rather than once per protocol, and its --deadline bounds the whole run.
+func TestE2EProbeDuringOutage(t *testing.T) {
+	l := startLab(t)
+	l.hangResponder()
+	l.restart()
+	start := time.Now()
+	code, rep := probeJSON(t, "--root", l.dir, "--timeout", "2s")
+	took := time.Since(start)
+	if code != 1 || len(rep.Targets) != 1 {
+		t.Fatalf("exit %d: %+v", code, rep)
+	}
+	tg := rep.Targets[0]
+	if !strings.Contains(tg.Error, "stalled") || tg.Protocols["TLS1.3"] != "stalled" || tg.Protocols["TLS1.2"] != "stalled" {
+		t.Fatalf("target: %+v", tg)
+	}
+	// One stalled handshake (2 s) and one responder request (2 s), not five handshakes.
+	if took > 8*time.Second {
+		t.Fatalf("probe took %s", took)
+	}
+	start = time.Now()
+	code, rep = probeJSON(t, "--root", l.dir, "--timeout", "10s", "--deadline", "1s")
+	if code != 1 || !strings.Contains(rep.Incomplete, "--deadline 1s") || time.Since(start) > 4*time.Second {
+		t.Fatalf("deadline: exit %d after %s: %+v", code, time.Since(start), rep)
+	}
+}

@@ -262,7 +262,9 @@ func firstTime(ctx context.Context, f histFile) (time.Time, error) {
 
 // firstTimeIn returns the first parseable timestamp in r and how many bytes precede its line.
 func firstTimeIn(r io.Reader) (time.Time, bool) {
-	br := bufio.NewReaderSize(r, 64*1024)
+	// 8 KiB: a probe needs one timestamped line, and the window search makes a few dozen
+	// probes (samples included); small reads keep a one-hour audit a handful of page reads.
+	br := bufio.NewReaderSize(r, 8*1024)
 	for {
 		line, err := br.ReadSlice('\n')
 		if ts, _, ok := cutTimestamp(line); ok {
@@ -330,7 +332,7 @@ func seekTime(ctx context.Context, f *os.File, t, until time.Time) (int64, error
 		if _, err := f.Seek(off, io.SeekStart); err != nil {
 			return time.Time{}, false, err
 		}
-		br := bufio.NewReaderSize(io.LimitReader(f, probeLimit), 64*1024)
+		br := bufio.NewReaderSize(io.LimitReader(f, probeLimit), 8*1024)
 		if off > 0 {
 			// Skip the partial line at off.
 			if _, err := br.ReadSlice('\n'); err != nil && !errors.Is(err, bufio.ErrBufferFull) {

@@ -98,12 +98,15 @@ responder_start() {
   openssl ocsp -index "$dir/ca/index.txt" -port "$OCSP_PORT" -rsigner "$dir/ca/ca.crt" \
     -rkey "$dir/ca/ca.key" -CA "$dir/ca/ca.crt" -nmin 60 -ignore_err </dev/null >>"$dir/var/log/ocsp.log" 2>&1 &
 
-  echo $! >"$dir/run/ocsp.pid"
-  for _ in $(seq 100); do
+  local pid=$!
+  echo "$pid" >"$dir/run/ocsp.pid"
+  # Up to 15 s: on a loaded 2-core machine openssl's start can take seconds.
+  for _ in $(seq 300); do
     listening "$OCSP_PORT" && return 0
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.05
   done
-  echo "lab: OCSP responder did not start" >&2
+  echo "lab: OCSP responder did not start on port $OCSP_PORT: $(tail -n 3 "$dir/var/log/ocsp.log" 2>/dev/null)" >&2
   exit 1
 }
 

@@ -112,8 +112,9 @@ type Report struct {
 		MaxInWindow int            `json:"max_in_window"`
 		// AfterRemediation counts failures logged after our last completed remediation.
 		AfterRemediation int `json:"after_remediation"`
-		// Foreign counts failures naming a responder that no certificate an SSL vhost serves
-		// uses: a tenant's own certificate or a forged line. Reported, never counted.
+		// Foreign counts the failures (of Total) naming a responder that no certificate an SSL
+		// vhost serves uses: a tenant's own certificate or a forged line. Reported, never
+		// counted toward the policy (MaxInWindow and the decision leave them out).
 		Foreign int `json:"foreign"`
 		// Skewed counts failure lines dated out of order (more than policy.MaxSkew before a
 		// line already read, or after now): not written by Apache when they claim. Never
@@ -301,12 +302,12 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 			return
 		}
 		latest = later(latest, f.Time)
+		r.addFailure(f)
 		key, served := a.Facts.Attribute(f.Responder)
 		if !served {
 			r.Failures.Foreign++
 			return
 		}
-		r.addFailure(f)
 		all.Add(f.Time, key)
 		if f.Time.After(recent) && memNow.Counts(f.Time) {
 			daemonView.Add(f.Time, key)

@@ -479,6 +479,10 @@ func (d *Daemon) ask(ctx context.Context, rawURL string, cf *probe.CertFile, tim
 
 func (d *Daemon) remediate(ctx context.Context, j job, dec policy.Decision) result {
 	now := j.env.Now()
+	j.rem.Affected = nil
+	if dec.Affected != nil {
+		j.rem.Affected = dec.Affected.VHosts // the journal gets the outage's impact
+	}
 	_, err := j.rem.Remediate(ctx, false)
 	d.facts.invalidate()
 	if remediate.IsRefused(err) {

@@ -43,6 +43,8 @@ type Report struct {
 	GeneratedAt time.Time         `json:"generated_at"`
 	Targets     []TargetResult    `json:"targets"`
 	Responders  []ResponderResult `json:"responders"`
+	// Incomplete says why the probe stopped early (its deadline, a signal), when it did.
+	Incomplete string `json:"incomplete,omitempty"`
 }
 
 type TargetResult struct {
@@ -209,16 +211,28 @@ var tlsVersions = []struct {
 	v    uint16
 }{{"TLS1.0", tls.VersionTLS10}, {"TLS1.1", tls.VersionTLS11}, {"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
 
-func dialTLS(ctx context.Context, address string, cfg *tls.Config, timeout time.Duration) (*tls.Conn, time.Duration, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// ErrStalled is a handshake that connected but got no answer in time: during a stapling
+// outage mod_ssl holds every handshake that asks for a staple while it waits on the responder
+// (FACTS.md section 1), so the server is up and the protocol fine, only slow.
+var ErrStalled = errors.New("handshake stalled: connected, but no answer within the timeout (mod_ssl waiting on an OCSP responder?)")
+
+func dialTLS(parent context.Context, address string, cfg *tls.Config, timeout time.Duration) (*tls.Conn, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
-	d := &tls.Dialer{Config: cfg}
 	start := time.Now()
-	c, err := d.DialContext(ctx, "tcp", address)
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, time.Since(start), err
 	}
-	return c.(*tls.Conn), time.Since(start), nil
+	c := tls.Client(raw, cfg)
+	if err := c.HandshakeContext(ctx); err != nil {
+		_ = raw.Close() // the handshake's error is the one to report
+		if ctx.Err() != nil && parent.Err() == nil {
+			return nil, time.Since(start), fmt.Errorf("%w (%v)", ErrStalled, err)
+		}
+		return nil, time.Since(start), err
+	}
+	return c, time.Since(start), nil
 }
 
 // handshakeOutcome names what a client offering one version sees.
@@ -236,6 +250,8 @@ func handshakeOutcome(err error) (string, string) {
 		return "alert", msg
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
 		return "reset", ""
+	case errors.Is(err, ErrStalled):
+		return "stalled", ""
 	case errors.As(err, &netErr) && netErr.Timeout(), errors.Is(err, context.DeadlineExceeded):
 		return "timeout", ""
 	}
@@ -244,6 +260,22 @@ func handshakeOutcome(err error) (string, string) {
 
 func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult {
 	r := TargetResult{Address: t.Address, ServerName: t.ServerName, VHost: t.VHost, Protocols: map[string]string{}, Alerts: map[string]string{}}
+	// The default offer first: when it stalls (or cannot connect), every other handshake
+	// would too, so none is repeated: a stalled vhost costs one timeout, not five.
+	c, dur, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: true}, timeout)
+	r.HandshakeMS = float64(dur.Microseconds()) / 1000
+	if err != nil {
+		r.Error = escape.Line(err.Error())
+		skipped := "not tried: the default handshake failed"
+		if errors.Is(err, ErrStalled) {
+			skipped = "stalled"
+		}
+		for _, v := range tlsVersions {
+			r.Protocols[v.name] = skipped
+		}
+		return r
+	}
+	defer c.Close()
 	for _, v := range tlsVersions {
 		c, _, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, MinVersion: v.v, MaxVersion: v.v, InsecureSkipVerify: true}, timeout)
 		if c != nil {
@@ -256,13 +288,6 @@ func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult
 		}
 	}
 	// The default offer, as a browser: verification is done below and reported, never fatal.
-	c, dur, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: true}, timeout)
-	r.HandshakeMS = float64(dur.Microseconds()) / 1000
-	if err != nil {
-		r.Error = escape.Line(err.Error())
-		return r
-	}
-	defer c.Close()
 	cs := c.ConnectionState()
 	r.Negotiated.Version = tls.VersionName(cs.Version)
 	r.Negotiated.Cipher = tls.CipherSuiteName(cs.CipherSuite)
@@ -463,6 +488,9 @@ func (rep *Report) Empty() bool { return len(rep.Targets) == 0 && len(rep.Respon
 
 // Healthy reports whether every target handshook and every responder answered.
 func (rep *Report) Healthy() bool {
+	if rep.Incomplete != "" {
+		return false
+	}
 	for _, t := range rep.Targets {
 		if t.Error != "" {
 			return false
@@ -480,6 +508,9 @@ func (rep *Report) Healthy() bool {
 // certificate or a remote server, so every one of them is escaped.
 func RenderText(w io.Writer, rep *Report) {
 	yes := map[bool]string{true: "yes", false: "no"}
+	if rep.Incomplete != "" {
+		fmt.Fprintf(w, "INCOMPLETE: %s\n", rep.Incomplete)
+	}
 	for _, t := range rep.Targets {
 		sni := t.ServerName
 		if sni == "" {
@@ -555,6 +586,9 @@ type Handshake struct {
 
 // Show is the handshake's time, or "failed".
 func (h Handshake) Show() string {
+	if errors.Is(h.Err, context.DeadlineExceeded) {
+		return fmt.Sprintf("stalled>%dms", h.Dur.Milliseconds())
+	}
 	if h.Err != nil {
 		return "failed"
 	}

@@ -48,7 +48,16 @@ type Remediator struct {
 	// Verify, when set, handshakes with the local SSL vhosts before the change and after the
 	// restart; a vhost that served before and fails after triggers the rollback.
 	Verify probe.Handshaker
+	// Affected names the vhosts whose responders failed (the daemon's decision): their
+	// handshakes before the change, timed against the others', are the outage's impact in
+	// the journal.
+	Affected []string
 }
+
+// beforeBudget bounds the handshakes before a change: during an outage each one waits on
+// mod_ssl's serialised staple fetch (the responder timeout, queued), and the fix must not wait
+// on the outage it fixes. What has not finished by then is reported as stalled.
+const beforeBudget = time.Second
 
 // New builds the Remediator for e, writing its report for people to out.
 func New(e *env.Env, out io.Writer) (*Remediator, error) {
@@ -429,7 +438,9 @@ func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinishe
 	}
 	var before []probe.Handshake
 	if r.Verify != nil {
-		before = r.handshakes(ctx, p)
+		bctx, cancel := context.WithTimeout(ctx, beforeBudget)
+		before = r.handshakes(bctx, p)
+		cancel()
 	}
 	if unfinished != nil {
 		rep.Finished = true
@@ -486,6 +497,9 @@ func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinishe
 			if action == state.Remediate && a.Err == nil && a.Stapled {
 				r.say("%s: note: %s still sends a staple: it turns stapling on itself", action, b.Name)
 			}
+		}
+		if impact := impact(before, r.Affected); impact != "" {
+			detail += "; " + impact
 		}
 		r.say("%s: %s", action, detail)
 		if len(broken) > 0 {
@@ -655,6 +669,31 @@ func (r *Remediator) record(e state.Entry, err error) {
 
 func (r *Remediator) say(format string, a ...any) {
 	fmt.Fprintf(r.Out, format+"\n", a...)
+}
+
+// impact compares the handshakes before the change on the affected vhosts with the others':
+// a stall of about the responder timeout on the affected ones is the incident clients feel; a
+// fast failure costs them little (README: how the impact weighs).
+func impact(before []probe.Handshake, affected []string) string {
+	if len(affected) == 0 || len(before) == 0 {
+		return ""
+	}
+	aff := map[string]bool{}
+	for _, v := range affected {
+		aff[v] = true
+	}
+	var a, u []string
+	for _, h := range before {
+		if aff[h.Name] {
+			a = append(a, h.Show())
+		} else {
+			u = append(u, h.Show())
+		}
+	}
+	if len(u) == 0 {
+		u = []string{"none"}
+	}
+	return fmt.Sprintf("impact: affected vhosts %s, unaffected %s", strings.Join(a, " "), strings.Join(u, " "))
 }
 
 // OverrideList names the SSL vhosts that turn stapling on themselves, with where they do.
