@@ -227,6 +227,7 @@ func newAuditCmd(g *globals) *cobra.Command {
 		since, timeout time.Duration
 		format, output string
 		withProbe      bool
+		noExec         bool
 	)
 	// Fleet tooling reads exit codes 0-2 as results; anything that prevents an audit is 3.
 	unknown := func(err error) error { return &exitError{code: ExitUnknown, err: err} }
@@ -259,7 +260,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			rep := audit.Run(ctx, e, audit.Options{Since: since, Host: host, Probe: withProbe, ProbeTimeout: 5 * time.Second, Version: AgentVersion()})
+			rep := audit.Run(ctx, e, audit.Options{NoExec: noExec, Since: since, Host: host, Probe: withProbe, ProbeTimeout: 5 * time.Second, Version: AgentVersion()})
 			var buf bytes.Buffer
 			if err := audit.Render(&buf, rep, f); err != nil {
 				return unknown(err)
@@ -286,6 +287,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 	cmd.Flags().StringVar(&format, "format", string(audit.Text), "output: text, json, nagios or prometheus")
 	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
 	cmd.Flags().BoolVar(&withProbe, "probe", false, "also probe the SSL vhosts and OCSP responders now (see probe)")
+	cmd.Flags().BoolVar(&noExec, "no-exec", false, "do not ask httpd (-v, -l, -M, -t -D DUMP_RUN_CFG); the report says what could not be checked")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up (status unknown, exit 3) after this long; 0: no limit (SIGTERM always stops it within 2 s)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
@@ -323,7 +325,7 @@ everything the configuration drives and keeps the old configuration if the new o
 			if os.Getenv("NOTIFY_SOCKET") != "" {
 				d.Notify = func(s string) { sdaemon.SdNotify(false, s) }
 			}
-			ticks, stop := realTicks(e)
+			ticks, stop := realTicks(e, d.LogFile())
 			defer stop()
 			return d.Run(cmd.Context(), ticks, hup)
 		},
@@ -335,12 +337,12 @@ everything the configuration drives and keeps the old configuration if the new o
 // realTicks are the daemon's tickers: the poll, inotify wake-ups when available (polling
 // stays the truth and the fallback), the watchdog at a quarter of WatchdogSec (so one late
 // tick never lets half of it pass without a ping), and the auto-revert check.
-func realTicks(e *env.Env) (daemon.Ticks, func()) {
+func realTicks(e *env.Env, logFile string) (daemon.Ticks, func()) {
 	poll := time.NewTicker(logwatch.PollInterval)
 	revert := time.NewTicker(daemon.AutoRevertEvery)
 	stops := []func(){poll.Stop, revert.Stop}
 	t := daemon.Ticks{Poll: poll.C, Revert: revert.C}
-	if w, err := logwatch.NewWaker(e.Layout.Path(e.Layout.ErrorLog)); err == nil {
+	if w, err := logwatch.NewWaker(logFile); err == nil {
 		t.Wake = w.C()
 		stops = append(stops, func() { _ = w.Close() }) // at exit: nothing left to tell
 	} else {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -313,5 +314,22 @@ func TestE2EProbeDuringOutage(t *testing.T) {
 	code, rep = probeJSON(t, "--root", l.dir, "--timeout", "10s", "--deadline", "1s")
 	if code != 1 || !strings.Contains(rep.Incomplete, "--deadline 1s") || time.Since(start) > 4*time.Second {
 		t.Fatalf("deadline: exit %d after %s: %+v", code, time.Since(start), rep)
+	}
+}
+
+// The audit asks the real httpd, read-only, what only it knows (version, compiled-in and
+// loaded modules, its main ErrorLog) and checks its own reading against the answers: on the
+// lab they agree. With --no-exec it asks nothing and says what was not checked.
+func TestE2EAuditAsksApache(t *testing.T) {
+	l := startLab(t)
+	_, doc := auditJSON(t, l.dir)
+	ap := doc["apache"].(map[string]any)
+	if ap["asked"] != true || !strings.HasPrefix(ap["version"].(string), "2.4.") || ap["disagreement"] != nil ||
+		ap["error_log"] != "/etc/apache2/logs/error_log" || !strings.Contains(fmt.Sprint(ap["loaded_modules"]), "ssl_module") {
+		t.Fatalf("apache: %v", ap)
+	}
+	r := runAgent(t, nil, "--root", l.dir, "audit", "--no-exec", "--format", "json")
+	if !strings.Contains(r.stdout, `"asked": false`) || !strings.Contains(r.stdout, "not asked (--no-exec)") {
+		t.Fatalf("--no-exec: %s", r.stdout)
 	}
 }

@@ -55,8 +55,22 @@ func (v VHost) Name() string {
 	return fmt.Sprintf("%s:%d", v.File, v.Line)
 }
 
+// Directive is one directive Apache applies, where it stands.
+type Directive struct {
+	Name string   // as written
+	Args []string // quotes removed, ${VAR} expanded
+	Location
+	VHost *Location // the <VirtualHost> it is in; nil at global scope
+}
+
+// Traced are the directives (lower-cased names) a Config records in Trace: what the agent's
+// decisions rest on, and what the differential test compares with Apache's own DUMP_CONFIG.
+var Traced = map[string]bool{"sslusestapling": true, "sslstaplingcache": true, "errorlog": true, "include": true, "includeoptional": true}
+
 // Config is the part of Apache's effective configuration stapling depends on.
 type Config struct {
+	// Trace lists, in reading order, every Traced directive Apache would apply.
+	Trace []Directive
 	Files []string // host paths read, in reading order
 	// Global is the last global-scope SSLUseStapling value, "" when never set (Apache: off).
 	Global        string
@@ -68,6 +82,15 @@ type Config struct {
 	// OCSPProxyURL is the global SSLOCSPProxyURL: mod_ssl then reaches every responder
 	// through this HTTP proxy, and its error lines name the proxy.
 	OCSPProxyURL string
+	// ErrorLog is the main server's ErrorLog as written ("" when unset: Apache's default,
+	// logs/error_log under ServerRoot), and where the last one stands.
+	ErrorLog   string
+	ErrorLogAt Location
+	// ErrorLogFormatAt is where a global ErrorLogFormat is set, nil for Apache's default
+	// format: the only one the agent parses.
+	ErrorLogFormatAt *Location
+	serverRoot       string
+	loaded           []string
 	VHosts       []VHost
 	// Warnings are things Apache itself might reject or that were skipped (unmatched Include).
 	Warnings []string
@@ -130,6 +153,27 @@ func (c *Config) EffectiveStapling() Stapling {
 	}
 }
 
+// LoadedModules are the module identifiers loaded when the whole config has been read
+// (compiled-in and LoadModule), sorted: what `httpd -M` lists.
+func (c *Config) LoadedModules() []string { return c.loaded }
+
+// ErrorLogFile is the host path of the file Apache writes its main error log to: the global
+// ErrorLog, ServerRoot-relative when not absolute (ap_server_root_relative), or fallback (the
+// layout's) when the config does not set one. A piped or syslog ErrorLog is no file the agent
+// can read: that is an error naming the directive.
+func (c *Config) ErrorLogFile(fallback string) (string, error) {
+	v := c.ErrorLog
+	switch {
+	case v == "":
+		return fallback, nil
+	case strings.HasPrefix(v, "|") || strings.HasPrefix(strings.ToLower(v), "syslog"):
+		return "", fmt.Errorf("ErrorLog %q at %s:%d is not a file: the agent reads Apache's error log from a file only", v, c.ErrorLogAt.File, c.ErrorLogAt.Line)
+	case path.IsAbs(v):
+		return path.Clean(v), nil
+	}
+	return path.Join(c.serverRoot, v), nil
+}
+
 // Overrides lists the vhosts that set SSLUseStapling themselves.
 func (c *Config) Overrides() []VHost {
 	var out []VHost
@@ -174,10 +218,18 @@ func ReadConfig(l *Layout) (*Config, error) {
 // ReadConfigWith reads the config as it would be with some files' contents replaced (keyed by
 // host path), so a change can be judged before it is written.
 func ReadConfigWith(l *Layout, override map[string][]byte) (*Config, error) {
-	w := &walker{l: l, serverRoot: l.ServerRoot, cfg: &Config{}, override: override}
+	a := DefaultApache
+	if l.Answers != nil {
+		a = l.Answers.Apache
+	}
+	w := &walker{l: l, serverRoot: l.ServerRoot, cfg: &Config{}, override: override, ev: newEvalState(a)}
 	if err := w.file(l.HTTPDConf, nil, 0); err != nil {
 		return nil, err
 	}
+	for id := range w.ev.idents {
+		w.cfg.loaded = append(w.cfg.loaded, id)
+	}
+	sort.Strings(w.cfg.loaded)
 	return w.cfg, nil
 }
 
@@ -188,6 +240,7 @@ type walker struct {
 	reading    []string // files being read, for cycle detection
 	override   map[string][]byte
 	vhost      *VHost
+	ev         *evalState
 }
 
 // resolve makes an Apache path argument a clean host path: relative paths are relative to
@@ -208,7 +261,7 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 	if depth > maxIncludeDepth {
 		return fmt.Errorf("includes nested deeper than %d at %s", maxIncludeDepth, host)
 	}
-	data, ok := w.override[host]
+	data, ok := w.overridden(host)
 	if !ok {
 		var err error
 		if data, err = ReadFile(w.l.Path(host), MaxConfigFile); err != nil {
@@ -216,7 +269,7 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 		}
 	}
 	w.cfg.Files = append(w.cfg.Files, host)
-	if globalScope(stack) && w.vhost == nil {
+	if inGlobal(stack) && w.vhost == nil {
 		info, _ := os.Stat(w.l.Path(host))
 		w.cfg.globalFiles = append(w.cfg.globalFiles, fileID{host: host, info: info})
 	}
@@ -226,9 +279,30 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 	// Containers opened in a file must close in it, as in Apache; a container left open at
 	// EOF is reported and closed so the next file is read at the right scope.
 	base := len(stack)
+	skip := 0 // depth inside a conditional section that does not hold: Apache reads none of it
 	for _, s := range lex(data) {
+		if skip > 0 {
+			switch {
+			case s.Open:
+				skip++
+			case s.Close:
+				skip--
+			case w.vhost != nil:
+				// cPanel's ownership markers sit in conditionals (suexec, ruid2) that hold
+				// only where those modules are loaded; whose vhost it is does not depend on it.
+				w.owner(s)
+			}
+			continue
+		}
+		s = w.ev.expandStmt(s)
 		at := Location{File: host, Line: s.Line}
 		switch {
+		case s.Open && conditional(s.Name):
+			if !w.ev.holds(s) {
+				skip = 1
+				continue
+			}
+			stack = append(stack, s)
 		case s.Open:
 			stack = append(stack, s)
 			if strings.EqualFold(s.Name, "VirtualHost") && w.vhost == nil {
@@ -260,6 +334,14 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 }
 
 func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
+	if Traced[strings.ToLower(s.Name)] {
+		d := Directive{Name: s.Name, Args: s.Args, Location: at}
+		if w.vhost != nil {
+			v := w.vhost.Location
+			d.VHost = &v
+		}
+		w.cfg.Trace = append(w.cfg.Trace, d)
+	}
 	arg := func() string {
 		if len(s.Args) > 0 {
 			return s.Args[0]
@@ -277,7 +359,7 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 			return nil
 		}
 		target := w.resolve(arg())
-		if w.vhost == nil && globalScope(stack) && !strings.ContainsAny(target, "*?[") {
+		if w.vhost == nil && inGlobal(stack) && !strings.ContainsAny(target, "*?[") {
 			w.cfg.globalRefs = append(w.cfg.globalRefs, target)
 		}
 		files, err := w.expand(target)
@@ -300,8 +382,24 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 		switch {
 		case w.vhost != nil && vhostScope(stack):
 			w.vhost.Stapling, w.vhost.StaplingAt = v, at
-		case w.vhost == nil && globalScope(stack):
+		case w.vhost == nil && inGlobal(stack):
 			w.cfg.Global, w.cfg.GlobalAt = v, at
+		}
+	case "loadmodule":
+		if len(s.Args) >= 2 {
+			w.ev.loadModule(s.Args[0], s.Args[1])
+		}
+	case "define":
+		if len(s.Args) >= 1 {
+			v := ""
+			if len(s.Args) >= 2 {
+				v = s.Args[1]
+			}
+			w.ev.define(s.Args[0], v)
+		}
+	case "undefine":
+		if len(s.Args) >= 1 {
+			w.ev.undefine(s.Args[0])
 		}
 	case "sslstaplingcache":
 		if w.vhost == nil {
@@ -311,16 +409,22 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 		if n, err := strconv.Atoi(arg()); err == nil && n > 0 && w.vhost == nil {
 			w.cfg.ResponderTimeout = n
 		}
+	case "errorlog":
+		if w.vhost == nil && inGlobal(stack) && arg() != "" {
+			w.cfg.ErrorLog, w.cfg.ErrorLogAt, w.cfg.serverRoot = arg(), at, w.serverRoot
+		}
+	case "errorlogformat":
+		if w.vhost == nil && inGlobal(stack) && arg() != "" {
+			a := at
+			w.cfg.ErrorLogFormatAt = &a
+		}
 	case "sslocspproxyurl":
 		if w.vhost == nil {
 			w.cfg.OCSPProxyURL = arg()
 		}
 	}
-	// Ownership is cPanel's marker wherever the template puts it in the vhost (inside
-	// <IfModule suexec_module><IfModule !mod_ruid2.c>, or mod_ruid2's RUidGid): which module
-	// is loaded changes how the account's code runs, not whose vhost it is.
-	if w.vhost != nil && (name == "suexecusergroup" || name == "ruidgid") && arg() != "" {
-		w.vhost.Account = arg()
+	if w.vhost != nil {
+		w.owner(s)
 	}
 	if w.vhost == nil || !vhostScope(stack) {
 		return nil
@@ -351,18 +455,61 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 	return nil
 }
 
-// vhostScope: directly in the <VirtualHost>, through transparent containers only.
+// owner reads cPanel's ownership marker wherever the template puts it in the vhost (inside
+// <IfModule suexec_module><IfModule !mod_ruid2.c>, or mod_ruid2's RUidGid), even in a section
+// that does not hold: which module is loaded changes how the account's code runs, not whose
+// vhost it is.
+func (w *walker) owner(s stmt) {
+	if n := strings.ToLower(s.Name); (n == "suexecusergroup" || n == "ruidgid") && len(s.Args) > 0 {
+		w.vhost.Account = s.Args[0]
+	}
+}
+
+// overridden returns the replacement content for host: by path, or by file identity (device
+// and inode), so an include reached through another path (cPanel's EA3-compatibility symlinks,
+// an admin's own link) is still the one being changed, as it is for Apache.
+func (w *walker) overridden(host string) ([]byte, bool) {
+	if data, ok := w.override[host]; ok {
+		return data, true
+	}
+	if len(w.override) == 0 {
+		return nil, false
+	}
+	info, err := os.Stat(w.l.Path(host))
+	if err != nil {
+		return nil, false
+	}
+	for p, data := range w.override {
+		if o, err := os.Stat(w.l.Path(p)); err == nil && os.SameFile(info, o) {
+			return data, true
+		}
+	}
+	return nil, false
+}
+
+// vhostScope: directly in the <VirtualHost>, through conditional sections only (the walker
+// pushes only those that hold).
 func vhostScope(stack []stmt) bool {
 	seen := false
 	for _, c := range stack {
 		switch {
 		case strings.EqualFold(c.Name, "VirtualHost"):
 			seen = true
-		case !transparent(c):
+		case !conditional(c.Name):
 			return false
 		}
 	}
 	return seen
+}
+
+// inGlobal: at server scope, through conditional sections only (those that hold).
+func inGlobal(stack []stmt) bool {
+	for _, c := range stack {
+		if !conditional(c.Name) {
+			return false
+		}
+	}
+	return true
 }
 
 // expand turns an Include argument into the files Apache reads, in Apache's order: a glob is

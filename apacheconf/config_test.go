@@ -2,6 +2,8 @@ package apacheconf
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -24,6 +26,7 @@ func ea4Tree(t *testing.T, files map[string]string) *Layout {
 func TestReadConfigIncludesAndScopes(t *testing.T) {
 	l := ea4Tree(t, map[string]string{
 		"/etc/apache2/conf/httpd.conf": `ServerRoot "/etc/apache2"
+LoadModule ssl_module modules/mod_ssl.so
 <IfModule ssl_module>
   SSLUseStapling On
   SSLStaplingCache shmcb:/run/apache2/stapling_cache_shmcb(256000)
@@ -219,4 +222,26 @@ func FuzzReadConfig(f *testing.F) {
 			}
 		}
 	})
+}
+
+// One file reached by two paths is one file: the plan's replacement content for the include
+// applies where httpd.conf reads it through a symlinked path (cPanel's EA3-compatibility links).
+func TestReadConfigWithOverridesByIdentity(t *testing.T) {
+	l := ea4Tree(t, map[string]string{
+		"/etc/apache2/conf/httpd.conf": "LoadModule ssl_module modules/mod_ssl.so\nSSLUseStapling On\nInclude /usr/local/apache/conf/includes/pre_virtualhost_global.conf\n",
+		incPath:                        "# admin\n",
+	})
+	if err := os.MkdirAll(filepath.Join(l.Root, "usr/local/apache/conf"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(l.Root, "etc/apache2/conf.d/includes"), filepath.Join(l.Root, "usr/local/apache/conf/includes")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ReadConfigWith(l, map[string][]byte{incPath: []byte("SSLUseStapling off\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Global != "off" || !c.Includes(l.Root, incPath) {
+		t.Fatalf("global %q, includes %v: the replacement was not applied through the alias", c.Global, c.Includes(l.Root, incPath))
+	}
 }

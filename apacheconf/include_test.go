@@ -3,6 +3,7 @@ package apacheconf
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,9 @@ func TestApplyBlockGolden(t *testing.T) {
 		"admin-off-ifmodule-lowercase": false, "off-then-on": true, "commented-off": true,
 		"off-in-vhost": true, "off-in-negated-ifmodule": true, "off-swallowed-by-comment": true,
 		"block-overridden-later": true, "block-edited-by-hand": false,
+		"continuation": true, "continuation-no-final-newline": true, "continuation-crlf": true,
+		"continuation-crlf-no-final-newline": true, "continuation-comment": true,
+		"block-after-continuation-overridden-later": true,
 	}
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".conf")
@@ -41,6 +45,14 @@ func TestApplyBlockGolden(t *testing.T) {
 			}
 			if !InspectInclude(out).StaplingOff {
 				t.Fatalf("after ApplyBlock stapling is not off at global scope:\n%s", out)
+			}
+			if changed {
+				if !InspectInclude(out).ManagedBlock {
+					t.Fatalf("after ApplyBlock our block is not found:\n%s", out)
+				}
+				if err := blockStandsAlone(out); err != nil {
+					t.Fatal(err)
+				}
 			}
 			golden := strings.TrimSuffix(f, ".conf") + ".applied"
 			if *update {
@@ -61,17 +73,84 @@ func TestApplyBlockGolden(t *testing.T) {
 	}
 }
 
+// TestApplyThenRemoveRestoresBytes: whatever ApplyBlock adds above the block (a final newline,
+// a blank line ending a continuation, both) RemoveBlock takes away again, and the block is
+// read by Apache as its own statements.
 func TestApplyThenRemoveRestoresBytes(t *testing.T) {
-	for _, in := range []string{"", "a", "a\n", "a\r\n", "a\r\nb", "a\r", "\n", "x \\", "SSLUseStapling on"} {
+	for _, in := range []string{
+		"", "a", "a\n", "a\r\n", "a\r\nb", "a\r", "\n", "x \\", "SSLUseStapling on",
+		// The last line continues (lex's rule: backslash last after trimming spaces, tabs, CR).
+		"x \\\n", "x \\\r\n", "a\r\nx \\", "a\r\nx \\\r\n", "x \\\r", "x \\ \t\n", "\\\n", "\\",
+		"x \\\\\n", "KeepAliveTimeout \\\n  5 \\\n",
+		// A comment ending in a backslash continues too: the join comes before "#" is seen.
+		"# note \\\n", "# note \\", "  # note \\\r\n",
+		// A backslash that does not end the last line is no continuation.
+		"x \\\ny\n", "x \\y\n",
+	} {
 		out, changed := ApplyBlock([]byte(in))
 		if !changed {
 			t.Fatalf("%q: ApplyBlock did not change it", in)
+		}
+		if err := blockStandsAlone(out); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if !InspectInclude(out).StaplingOff || !InspectInclude(out).ManagedBlock {
+			t.Fatalf("%q: after ApplyBlock: %+v", in, InspectInclude(out))
+		}
+		if again, changed := ApplyBlock(out); changed || !bytes.Equal(again, out) {
+			t.Fatalf("%q: second ApplyBlock changed %q to %q", in, out, again)
 		}
 		back, ok := RemoveBlock(out)
 		if !ok || string(back) != in {
 			t.Fatalf("%q: RemoveBlock(ApplyBlock) = %q, %v", in, back, ok)
 		}
 	}
+}
+
+// TestApplyBlockMarkers: the begin marker says what was added above the block.
+func TestApplyBlockMarkers(t *testing.T) {
+	cases := []struct{ in, above, marker string }{
+		{"x\n", "", beginMarker},
+		{"x", "\n", beginMarkerNL},
+		{"x \\\n", "\n", beginMarkerCont},
+		{"x \\\r\n", "\r\n", beginMarkerCont},
+		{"# note \\\n", "\n", beginMarkerCont},
+		{"x \\", "\n\n", beginMarkerNLCont},
+		{"a\r\nx \\", "\r\n\r\n", beginMarkerNLCont},
+	}
+	for _, c := range cases {
+		out, _ := ApplyBlock([]byte(c.in))
+		want := c.in + c.above + c.marker
+		if !strings.HasPrefix(string(out), want) {
+			t.Errorf("%q: ApplyBlock = %q, want it to start with %q", c.in, out, want)
+		}
+	}
+}
+
+// blockStandsAlone checks that Apache (as lex reads it) sees our block as its own statements:
+// the text before it reads the same with or without the block after it (so no line of the
+// block is joined onto the admin's last line), the block adds exactly its three statements,
+// and SSLUseStapling off is read on the block's own line.
+func blockStandsAlone(out []byte) error {
+	start, _, ok := findBlock(out)
+	if !ok {
+		return fmt.Errorf("no block in %q", out)
+	}
+	before, all := lex(out[:start]), lex(out)
+	if len(all) != len(before)+3 {
+		return fmt.Errorf("block did not add 3 statements: %q", out)
+	}
+	for i, s := range before {
+		if fmt.Sprint(s) != fmt.Sprint(all[i]) {
+			return fmt.Errorf("statement %d reads %v before the block and %v with it: %q", i, s, all[i], out)
+		}
+	}
+	line := bytes.Count(out[:start], []byte("\n")) + 3 // the begin marker's line, then two
+	st := all[len(before)+1]
+	if st.Line != line || st.Name != directiveName || len(st.Args) != 1 || st.Args[0] != "off" {
+		return fmt.Errorf("want SSLUseStapling off on line %d, got %+v: %q", line, st, out)
+	}
+	return nil
 }
 
 func TestRemoveBlockLeavesHandEditedBlock(t *testing.T) {
@@ -93,6 +172,28 @@ func TestRemoveBlockMovedBlockKeepsAdminLines(t *testing.T) {
 	}
 	if want := "KeepAlive On\nSSLUseStapling on\n"; string(back) != want {
 		t.Fatalf("got %q, want %q", back, want)
+	}
+}
+
+// TestRemoveBlockKeepsLaterLinesApart: once the admin has written lines after our block, the
+// line endings ApplyBlock added above it separate the admin's lines and stay; removing them
+// would join the later line onto the one before it.
+func TestRemoveBlockKeepsLaterLinesApart(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"x", "x\nSSLUseStapling on\n"},
+		{"KeepAliveTimeout 5 \\\n", "KeepAliveTimeout 5 \\\n\nSSLUseStapling on\n"},
+		{"KeepAliveTimeout 5 \\", "KeepAliveTimeout 5 \\\n\nSSLUseStapling on\n"},
+	}
+	for _, c := range cases {
+		applied, _ := ApplyBlock([]byte(c.in))
+		later := append(applied, "SSLUseStapling on\n"...)
+		back, ok := RemoveBlock(later)
+		if !ok || string(back) != c.want {
+			t.Errorf("%q: RemoveBlock = %q, %v; want %q", c.in, back, ok, c.want)
+		}
+		if st := InspectInclude(back); st.Global != "on" {
+			t.Errorf("%q: after RemoveBlock the admin's line reads as %+v", c.in, st)
+		}
 	}
 }
 
@@ -120,8 +221,9 @@ func TestInspectInclude(t *testing.T) {
 }
 
 // FuzzIncludeEditor: for any content, applying twice equals applying once, the result turns
-// stapling off or is unchanged, and when the content held no block of ours, removing the
-// block gives back the original bytes exactly.
+// stapling off or is unchanged, a block we add is read as its own statements (never joined
+// onto a continued last line) with SSLUseStapling off on the block's line, and when the
+// content held no block of ours, removing the block gives back the original bytes exactly.
 func FuzzIncludeEditor(f *testing.F) {
 	files, _ := filepath.Glob("testdata/include/*.conf")
 	for _, p := range files {
@@ -129,6 +231,8 @@ func FuzzIncludeEditor(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("a\r"))
+	f.Add([]byte("x \\\r"))
+	f.Add([]byte("# c \\ \t"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		once, changed := ApplyBlock(in)
 		twice, _ := ApplyBlock(once)
@@ -137,6 +241,11 @@ func FuzzIncludeEditor(f *testing.F) {
 		}
 		if !changed && !bytes.Equal(once, in) {
 			t.Fatalf("unchanged but different bytes")
+		}
+		if changed {
+			if err := blockStandsAlone(once); err != nil {
+				t.Fatalf("in %q: %v", in, err)
+			}
 		}
 		if _, _, had := findBlock(in); had || !changed {
 			return

@@ -62,6 +62,10 @@ type Layout struct {
 	Rebuild    string // rebuildhttpdconf; empty on EA3
 	// PathsConfJunk counts lines of paths.conf that were not key=value; reported, not fatal.
 	PathsConfJunk int
+	// Answers is what httpd said when it was asked (Ask): its compiled-in modules and version
+	// drive the walker's <IfModule> and <IfVersion>, the rest is checked against its reading.
+	// nil: not asked, DefaultApache.
+	Answers *Answers
 }
 
 // Path returns hostPath resolved under the layout's root.

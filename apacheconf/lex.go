@@ -112,9 +112,12 @@ func splitArgs(s string) []string {
 	}
 }
 
-// transparent reports whether a container does not change scope. <IfModule> is not a scope
-// (FACTS.md section 4); a negated <IfModule !mod> is treated as a scope because what it holds
-// does not apply while the module is loaded.
+// transparent reports whether the include, read alone, can take a container as holding (the
+// walker evaluates conditionals against the whole config; the include editor only sees its
+// own file). Only <IfModule ssl_module> and <IfModule mod_ssl.c> hold there: every stapling
+// directive needs mod_ssl anyway. Anything else (a name Apache does not know, such as
+// `mod_ssl`; another module; a negation; <IfVersion>; <IfDefine>) might not hold, so an
+// admin's `SSLUseStapling off` inside it is not trusted, and our block is written.
 func transparent(s stmt) bool {
-	return strings.EqualFold(s.Name, "IfModule") && !(len(s.Args) > 0 && strings.HasPrefix(s.Args[0], "!"))
+	return strings.EqualFold(s.Name, "IfModule") && len(s.Args) == 1 && (s.Args[0] == "ssl_module" || s.Args[0] == "mod_ssl.c")
 }

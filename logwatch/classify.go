@@ -94,6 +94,9 @@ var codes = map[string]codeInfo{
 	"AH02218": {KindInit, ""},
 	"AH02814": {KindInit, ""},
 	"AH02604": {KindInit, ""},
+	// Apache 2.4.6 (CentOS 7's) logs this at start-up for a certificate stapling cannot use,
+	// where later versions log AH02604: an init event too, never a failure.
+	"AH02235": {KindInit, ""},
 }
 
 // Classify parses one error_log line (without its newline) from its first byte:

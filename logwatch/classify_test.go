@@ -173,3 +173,12 @@ func FuzzClassify(f *testing.F) {
 		}
 	})
 }
+
+// Apache 2.4.6 (CentOS 7) logs AH02235 at start-up where later versions log AH02604: an init
+// event, printed at every start and graceful restart, never a responder failure.
+func TestClassifyAH02235IsInit(t *testing.T) {
+	ev := Classify([]byte("[Sat Nov 21 16:58:31.936579 2026] [ssl:error] [pid 3899] AH02235: Unable to configure server certificate for stapling"))
+	if ev.Kind != KindInit || ev.Code != "AH02235" {
+		t.Fatalf("%+v", ev)
+	}
+}

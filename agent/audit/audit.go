@@ -70,6 +70,7 @@ const (
 	CheckApacheConfig Check = "apache_config"
 	CheckInclude      Check = "include"
 	CheckErrorLog     Check = "error_log"
+	CheckApacheAgrees Check = "apache_agrees" // httpd's own answers match the agent's reading
 )
 
 // Report is the audit's result; its JSON form is documented in the README.
@@ -98,6 +99,7 @@ type Report struct {
 		BytesScanned int64    `json:"bytes_scanned"`
 		LinesScanned int64    `json:"lines_scanned"`
 		SkippedLines int64    `json:"skipped_lines"`
+		// (see Report.Apache for what httpd itself said)
 		// Disordered counts files whose lines were out of time order where the window
 		// search probed (forged dates, a clock step): they were read whole, so no forged
 		// block can steer the search past an outage.
@@ -152,6 +154,17 @@ type Report struct {
 	Checks []CheckResult `json:"checks"`
 	// Probe is present with --probe.
 	Probe *probe.Report `json:"probe,omitempty"`
+	pairs map[string]map[string]int // failures by cause, then responder
+	// Apache is what httpd said when asked, read-only, and whether the agent's reading of the
+	// config agrees with it.
+	Apache struct {
+		Asked        bool     `json:"asked"`
+		Error        string   `json:"error,omitempty"` // why it was not asked, or not answered
+		Version      string   `json:"version,omitempty"`
+		Loaded       []string `json:"loaded_modules,omitempty"`
+		ErrorLog     string   `json:"error_log,omitempty"`
+		Disagreement string   `json:"disagreement,omitempty"`
+	} `json:"apache"`
 }
 
 // EventSummary counts non-outage stapling lines: certificate status problems, and init-time
@@ -211,6 +224,9 @@ type Options struct {
 	// Ask asks a responder from this host when the decision needs corroboration (the audit
 	// says what the daemon would do, so it asks as the daemon would); nil is the real one.
 	Ask remediate.Asker
+	// NoExec forbids asking httpd (-v, -l, -M, -t -D DUMP_RUN_CFG); the report then says what
+	// could not be checked.
+	NoExec bool
 }
 
 // Run reads the layout, the Apache config, the include, our journal and the error_log window,
@@ -245,10 +261,30 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	}
 	l := e.Layout
 	r.Layout.Kind, r.Layout.HTTPDConf, r.Layout.IncludeFile = l.Kind, l.HTTPDConf, l.Include
-	r.Layout.ErrorLog, r.Layout.RestartCommand = l.ErrorLog, l.Restart
+	r.Layout.RestartCommand = l.Restart
+
+	// Ask httpd, read-only, what only it knows; its compiled-in modules and version drive the
+	// evaluation of <IfModule> and <IfVersion>, and its answers check the agent's reading.
+	if o.NoExec {
+		r.Apache.Error = "not asked (--no-exec): compiled-in modules and version assumed (" + apacheconf.DefaultApache.Version + "), the reading not checked against Apache's"
+	} else if ans, err := apacheconf.Ask(ctx, e.Runner, l); err != nil {
+		r.Apache.Error = "could not ask httpd: " + err.Error()
+	} else {
+		asked := *l
+		asked.Answers = ans
+		l = &asked
+		r.Apache.Asked, r.Apache.Version, r.Apache.Loaded, r.Apache.ErrorLog = true, ans.Apache.Version, ans.Loaded, ans.ErrorLog
+	}
 
 	// Apache config and include: the same assessment the daemon decides on.
 	a := remediate.Assess(l)
+	r.Apache.Disagreement = a.Disagreement
+	// The error log Apache really writes (the config's ErrorLog), in the only format parsed.
+	logPath, logPathErr := a.ErrorLog(l)
+	r.Layout.ErrorLog = logPath
+	if logPathErr != nil {
+		r.Layout.ErrorLog = l.ErrorLog
+	}
 	if check(CheckApacheConfig, a.ConfigErr) {
 		c := a.Config
 		r.Layout.IncludeWired = a.Facts.Wired
@@ -286,7 +322,17 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	memNow := state.MemoryAt(acts, now)
 	recent, daemonView := now.Add(-cfg.Policy.Window), &policy.Counter{Window: cfg.Policy.Window}
 	var corr logwatch.Correlator
-	st, logErr := logwatch.ScanHistoryContext(ctx, l.Path(l.ErrorLog), r.Window.Since, now.Add(time.Second), func(ev logwatch.Event) {
+	if a.Disagreement != "" {
+		check(CheckApacheAgrees, errors.New(a.Disagreement))
+		r.Status, r.Summary = Unknown, "Apache's own reading of its config differs from the agent's, so nothing here can be trusted: "+a.Disagreement
+		return r
+	}
+	if logPathErr != nil {
+		check(CheckErrorLog, logPathErr)
+		r.Status, r.Summary = Unknown, "cannot audit the error log: "+logPathErr.Error()
+		return r
+	}
+	st, logErr := logwatch.ScanHistoryContext(ctx, l.Path(logPath), r.Window.Since, now.Add(time.Second), func(ev logwatch.Event) {
 		switch ev.Kind {
 		case logwatch.KindCertStatus:
 			r.CertificateEvents.add(ev)
@@ -302,7 +348,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 			return
 		}
 		latest = later(latest, f.Time)
-		r.addFailure(f)
+		r.addFailure(f, a.Facts.Proxy)
 		key, served := a.Facts.Attribute(f.Responder)
 		if !served {
 			r.Failures.Foreign++
@@ -351,7 +397,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	// policy window (daemon.Start does exactly this).
 	if o.Since < cfg.Policy.Window {
 		var err error
-		if daemonView, err = countSince(ctx, l, a.Facts, recent, now, memNow, cfg.Policy.Window); !check(CheckErrorLog, err) {
+		if daemonView, err = countSince(ctx, l.Path(logPath), a.Facts, recent, now, memNow, cfg.Policy.Window); !check(CheckErrorLog, err) {
 			r.Status, r.Summary = Unknown, "cannot read the error log: "+err.Error()
 			return r
 		}
@@ -374,11 +420,11 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 // countSince replays the policy window when the audit's own window (--since) is shorter: the
 // failures from `from` on that count (after our last restart's grace), as the daemon's start
 // counts them.
-func countSince(ctx context.Context, l *apacheconf.Layout, facts policy.Facts, from, now time.Time, mem policy.Memory, window time.Duration) (*policy.Counter, error) {
+func countSince(ctx context.Context, logFile string, facts policy.Facts, from, now time.Time, mem policy.Memory, window time.Duration) (*policy.Counter, error) {
 	c := &policy.Counter{Window: window}
 	var corr logwatch.Correlator
 	var latest time.Time
-	_, err := logwatch.ScanHistoryContext(ctx, l.Path(l.ErrorLog), from, now.Add(time.Second), func(ev logwatch.Event) {
+	_, err := logwatch.ScanHistoryContext(ctx, logFile, from, now.Add(time.Second), func(ev logwatch.Event) {
 		f, ok := corr.Add(ev)
 		if !ok || f.Time.After(now.Add(policy.MaxSkew)) || (!latest.IsZero() && f.Time.Before(latest.Add(-policy.MaxSkew))) {
 			return
@@ -398,14 +444,25 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-func (r *Report) addFailure(f logwatch.Failure) {
+func (r *Report) addFailure(f logwatch.Failure, proxy string) {
 	r.Failures.Total++
 	r.Failures.ByCause[string(f.Cause)]++
 	resp := f.Responder
-	if resp == "" {
+	switch {
+	case resp == "":
 		resp = "unknown"
+	case proxy != "" && policy.ResponderKey(resp) == proxy:
+		// Through SSLOCSPProxyURL mod_ssl names the proxy, not the responder.
+		resp = resp + " (the SSLOCSPProxyURL proxy; the responder is not named)"
 	}
 	r.Failures.ByResponder[resp]++
+	if r.pairs == nil {
+		r.pairs = map[string]map[string]int{}
+	}
+	if r.pairs[string(f.Cause)] == nil {
+		r.pairs[string(f.Cause)] = map[string]int{}
+	}
+	r.pairs[string(f.Cause)][resp]++
 	t := f.Time.UTC()
 	if r.Failures.First == nil {
 		r.Failures.First = &t
@@ -502,7 +559,10 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 	} else {
 		fmt.Fprintf(&sb, "%d OCSP responder failure%s in the last %s (max %d in %s, threshold %d)",
 			f.Total, plural(f.Total), policy.ShortDuration(o.Since), f.MaxInWindow, r.Policy.Window, r.Policy.Threshold)
-		cause, resp := top(f.ByCause), top(f.ByResponder)
+		// The responder named with the top cause is the top one among that cause's failures,
+		// not among all of them.
+		cause := top(f.ByCause)
+		resp := top(r.pairs[cause])
 		fmt.Fprintf(&sb, ", mostly %s", cause)
 		if resp != "unknown" {
 			fmt.Fprintf(&sb, " to %s", resp)

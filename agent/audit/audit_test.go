@@ -202,3 +202,46 @@ func TestAuditForgedTimeBlocksCannotHideAnOutage(t *testing.T) {
 		}
 	}
 }
+
+// The error log comes from the config: an ErrorLog in pre_main_global.conf makes Apache write
+// elsewhere, and the audit reads that file; a custom ErrorLogFormat is reported as the
+// directive that stops the audit (status unknown), never as "no failures".
+func TestAuditFollowsTheConfiguredErrorLog(t *testing.T) {
+	preMain := "/etc/apache2/conf.d/includes/pre_main_global.conf"
+	httpd := "ServerRoot /etc/apache2\nInclude " + preMain + "\n" + wiredHTTPD
+	log := outage(3, 3*time.Minute, "111", "AH01974", "could not connect to OCSP responder 'ocsp.example.net'")
+	h, e := auditFixture(t, httpd, "", "")
+	fakehost.Write(t, h.Root, preMain, "ErrorLog logs/ssl_error_log\n")
+	fakehost.Write(t, h.Root, "/var/log/apache2/ssl_error_log", log)
+	r := runAudit(e)
+	if r.Layout.ErrorLog != "/etc/apache2/logs/ssl_error_log" || r.Failures.Total != 3 || r.Status != Critical {
+		t.Fatalf("error_log %s, total %d, status %s: %s", r.Layout.ErrorLog, r.Failures.Total, r.Status, r.Summary)
+	}
+	fakehost.Write(t, h.Root, preMain, "ErrorLogFormat \"[%t] %M\"\n")
+	r = runAudit(e)
+	if r.Status != Unknown || !strings.Contains(r.Summary, preMain+":1") || !strings.Contains(r.Summary, "ErrorLogFormat") {
+		t.Fatalf("custom format: %s: %s", r.Status, r.Summary)
+	}
+}
+
+// The summary names the responder of the top cause's failures, not the top responder of all
+// failures.
+func TestAuditSummaryPairsCauseWithItsResponder(t *testing.T) {
+	httpd := wiredHTTPD
+	for _, n := range []string{"a", "b", "c"} {
+		httpd += fmt.Sprintf("<VirtualHost *:443>\nServerName %s.example\nSSLEngine on\nSSLCertificateFile /etc/apache2/ssl/%s.combined\n</VirtualHost>\n", n, n)
+	}
+	log := outage(1, 30*time.Minute, "EAI 2", "AH01972", "could not resolve address of OCSP responder ocsp.c.example") +
+		outage(2, 20*time.Minute, "EAI 2", "AH01972", "could not resolve address of OCSP responder ocsp.c.example") +
+		outage(1, 14*time.Minute, "70007", "AH01974", "could not connect to OCSP responder 'ocsp.b.example'") +
+		outage(2, 9*time.Minute, "70007", "AH01974", "could not connect to OCSP responder 'ocsp.a.example'") +
+		outage(1, 2*time.Minute, "70007", "AH01974", "could not connect to OCSP responder 'ocsp.b.example'")
+	h, e := auditFixture(t, httpd, "", log)
+	for _, n := range []string{"a", "b", "c"} {
+		fakehost.Write(t, h.Root, "/etc/apache2/ssl/"+n+".combined", fakehost.Cert(t, n+".example", "http://ocsp."+n+".example/", false))
+	}
+	r := runAudit(e)
+	if !strings.Contains(r.Summary, "mostly connect_timeout to ocsp.a.example") {
+		t.Fatalf("summary: %s (%v)", r.Summary, r.Failures.ByResponder)
+	}
+}

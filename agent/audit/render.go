@@ -222,8 +222,19 @@ func renderText(w io.Writer, r *Report) error {
 			fmt.Fprintf(w, " at %s", path(r.Stapling.GlobalAt))
 		}
 		fmt.Fprintln(w)
+		// cPanel writes `SSLUseStapling off` into every vhost whose certificate has no OCSP URL
+		// (on an AutoSSL-only host, every vhost): those are counted; the vhosts that turn
+		// stapling back on, which the global fix does not reach, are each listed.
+		off := 0
 		for _, o := range r.Stapling.Overrides {
+			if o.Value == "off" {
+				off++
+				continue
+			}
 			fmt.Fprintf(w, "  vhost %s sets SSLUseStapling %s at %s:%d\n", name(o.VHost), name(o.Value), path(o.File), o.Line)
+		}
+		if off > 0 {
+			fmt.Fprintf(w, "  %d vhost%s set SSLUseStapling off themselves (cPanel does so for certificates without an OCSP URL)\n", off, plural(off))
 		}
 		fmt.Fprintf(w, "error_log     %s (%d file%s, %s, %d lines, %d skipped)\n", path(r.Layout.ErrorLog), len(r.Log.Files), plural(len(r.Log.Files)), humanBytes(r.Log.BytesScanned), r.Log.LinesScanned, r.Log.SkippedLines)
 		fmt.Fprintf(w, "window        %s to %s\n", r.Window.Since.Format(time.RFC3339), r.Window.Until.Format(time.RFC3339))

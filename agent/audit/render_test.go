@@ -251,3 +251,23 @@ func promtoolCheck(t *testing.T, exposition string) {
 		t.Fatalf("promtool check metrics: %v\nstdout:\n%s\nstderr:\n%s", err, &stdout, &stderr)
 	}
 }
+
+// cPanel's own per-vhost `SSLUseStapling off` (every vhost on an AutoSSL-only host) is counted
+// in the text report; a vhost that turns stapling back on is named.
+func TestRenderTextCountsCPanelsPerVhostOff(t *testing.T) {
+	r := &Report{Status: OK}
+	r.Layout.Kind = "ea4"
+	for i := 0; i < 300; i++ {
+		r.Stapling.Overrides = append(r.Stapling.Overrides, Override{File: "/etc/apache2/conf/httpd.conf", Line: 100 + i, VHost: fmt.Sprintf("site%d.example", i), Value: "off"})
+	}
+	r.Stapling.Overrides = append(r.Stapling.Overrides, Override{File: "/etc/apache2/conf.d/x.conf", Line: 3, VHost: "on.example", Value: "on"})
+	var b strings.Builder
+	if err := Render(&b, r, Text); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if !strings.Contains(out, "300 vhosts set SSLUseStapling off themselves") || strings.Contains(out, "site7.example") ||
+		!strings.Contains(out, "vhost on.example sets SSLUseStapling on at /etc/apache2/conf.d/x.conf:3") {
+		t.Fatalf("text:\n%s", out)
+	}
+}

@@ -88,6 +88,7 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 				t.Fatal(err)
 			}
 			d.rem.Verify, d.Ask = nil, r.asker.Ask
+			r.Runner.Reset()
 			r.d = d
 			t.Cleanup(d.follow.Close)
 			r.begin()

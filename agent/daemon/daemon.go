@@ -55,10 +55,11 @@ type Ticks struct {
 // Daemon follows error_log and applies the policy.
 type Daemon struct {
 	// Set by New, replaced on reload (loop goroutine only).
-	env    *env.Env
-	rem    *remediate.Remediator
-	dryRun bool // forced by --dry-run; otherwise the config's mode decides
-	reload func() (*env.Env, error)
+	env     *env.Env
+	rem     *remediate.Remediator
+	dryRun  bool // forced by --dry-run; otherwise the config's mode decides
+	reload  func() (*env.Env, error)
+	logPath string // host path of the error log followed
 	// Notify sends a state to systemd (sd_notify); nil does nothing.
 	Notify func(string)
 	// Probe asks the responders of the configured certificates (auto-revert); tests replace it.
@@ -155,9 +156,29 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 	}
 	d.counter = &policy.Counter{Window: e.Config.Policy.Window}
 	d.foreign = &policy.Counter{Window: e.Config.Policy.Window}
-	d.follow = &logwatch.Follower{Path: l.Path(l.ErrorLog), OnError: d.followError}
+	// Ask httpd once, read-only: its compiled-in modules and version drive the reading of the
+	// config, and where its answers and the reading disagree, the daemon does not act.
+	if ans, err := apacheconf.Ask(context.Background(), e.Runner, l); err == nil {
+		asked := *l
+		asked.Answers = ans
+		l = &asked
+		e.Layout = l
+	} else {
+		e.Log.Warn().Err(err).Msg("could not ask httpd; reading the config with the defaults")
+	}
+	// Follow the file Apache really writes (its ErrorLog), in the only format parsed.
+	a := remediate.Assess(l)
+	logPath, err := a.ErrorLog(l)
+	if err != nil {
+		return nil, &remediate.Error{Outcome: remediate.Refused, Err: err}
+	}
+	d.logPath = logPath
+	d.follow = &logwatch.Follower{Path: l.Path(logPath), OnError: d.followError}
 	return d, nil
 }
+
+// LogFile is the error log the daemon follows (a path on this machine).
+func (d *Daemon) LogFile() string { return d.follow.Path }
 
 // logLines turns the remediation's report for people into log lines.
 type logLines struct{ log zerolog.Logger }
@@ -268,7 +289,7 @@ func (d *Daemon) begin(ctx context.Context) {
 	if _, err := logwatch.ScanHistoryContext(ctx, d.follow.Path, from, d.start, replay); err != nil {
 		d.followError(fmt.Errorf("replay history: %w", err))
 	}
-	e.Log.Info().Str("error_log", e.Layout.ErrorLog).Str("mode", string(d.mode(e, d.dryRun))).Int("threshold", e.Config.Policy.Threshold).
+	e.Log.Info().Str("error_log", d.logPath).Str("mode", string(d.mode(e, d.dryRun))).Int("threshold", e.Config.Policy.Threshold).
 		Str("window", policy.ShortDuration(e.Config.Policy.Window)).Int64("failures_replayed", d.Failures.Load()).Msg("following error_log")
 }
 

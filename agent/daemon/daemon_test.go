@@ -54,6 +54,7 @@ func newRig(t *testing.T, mode policy.Mode, prelog string, mutate func(*config.C
 		t.Fatal(err)
 	}
 	d.rem.Verify = nil
+	r.Runner.Reset() // New asked the (absent) httpd; the tests count remediation commands
 	r.asker = &fakehost.Asker{Down: map[string]bool{fakehost.Responder: true}}
 	d.Ask = r.asker.Ask
 	r.d = d

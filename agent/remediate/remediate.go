@@ -200,6 +200,8 @@ func (r *Remediator) guard(p *plan) error {
 	switch {
 	case p.action == state.Remediate && !apacheconf.InspectInclude(p.next).StaplingOff:
 		return refused("%s would not turn stapling off at global scope even with our block (an unclosed container in it?); fix the file by hand", l.Include)
+	case p.action == state.Remediate && p.wired && noEffect(p.after) != nil:
+		return &Error{Outcome: Refused, Err: fmt.Errorf("%s: %w", l.Include, noEffect(p.after))}
 	case !p.wired && l.Kind == apacheconf.KindEA3:
 		return refused("%s does not include %s; add `Include \"%s\"` before the VirtualHosts by hand (EA3 has no rebuildhttpdconf)", l.HTTPDConf, l.Include, l.Include)
 	case len(p.mustStaple) > 0 && !r.Force:
@@ -218,6 +220,8 @@ type Assessment struct {
 	// Config is Apache's config as it reads now; nil when it cannot be read (ConfigErr).
 	Config    *apacheconf.Config
 	ConfigErr error
+	// Disagreement is what Apache's answers (Layout.Answers) and the agent's reading differ on.
+	Disagreement string
 	// Certs holds, for each responder key of Facts.Responders, a served certificate that names
 	// it (with its issuer when the file has it): what a corroborating OCSP request asks about.
 	Certs map[string]*probe.CertFile
@@ -243,6 +247,14 @@ func Assess(l *apacheconf.Layout) Assessment {
 		a.Config, a.ConfigErr = apacheconf.ReadConfig(l)
 		if inc, err := apacheconf.ReadFile(l.Path(l.Include), apacheconf.MaxConfigFile); err == nil {
 			a.Facts.IncludeOff = apacheconf.InspectInclude(inc).StaplingOff
+		}
+	}
+	if a.Config != nil && l.Answers != nil {
+		// Where Apache's own answers and the agent's reading differ, the model is wrong
+		// somewhere: nothing may rest on it.
+		if d := a.Config.Disagreement(l.Answers, l.ErrorLog); d != "" {
+			a.Disagreement = d
+			a.Facts.Refusal = "Apache's own reading of its config differs from the agent's: " + d
 		}
 	}
 	if a.Config != nil {
@@ -315,6 +327,20 @@ func (a *Assessment) responders(l *apacheconf.Layout) {
 	if pu, err := url.Parse(a.Config.OCSPProxyURL); a.Config.OCSPProxyURL != "" && err == nil && pu.Host != "" {
 		a.Facts.Proxy = policy.ResponderKey(pu.Host)
 	}
+}
+
+// ErrorLog is the host path of the error log Apache really writes: the config's global
+// ErrorLog (the layout's default when the config sets none or cannot be read). A custom
+// ErrorLogFormat is an error naming the directive: the agent parses Apache's default format
+// only, so it would read nothing there, and must say so rather than report "no failures".
+func (a *Assessment) ErrorLog(l *apacheconf.Layout) (string, error) {
+	if a.Config == nil {
+		return l.ErrorLog, nil
+	}
+	if at := a.Config.ErrorLogFormatAt; at != nil {
+		return "", fmt.Errorf("a custom ErrorLogFormat is set at %s:%d; the agent reads Apache's default error log format only (remove it, or keep it out of the main server)", at.File, at.Line)
+	}
+	return a.Config.ErrorLogFile(l.ErrorLog)
 }
 
 // Asker asks one responder from this host (probe.Check in production; tests replace it).
@@ -510,6 +536,7 @@ func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinishe
 	done := r.entry(action, state.Done, nil, rep.Backup)
 	done.Detail = detail
 	r.record(done, nil)
+	rep.After = p.after.EffectiveStapling() // after a rebuild, what Apache reads now
 	r.say("%s: done: effective OCSP stapling is now %s", action, rep.After)
 	if rep.After == apacheconf.StaplingMixed {
 		r.say("%s: warning: some SSL vhosts still turn stapling on themselves: %s", action, OverrideList(p.after))
@@ -561,8 +588,25 @@ func (r *Remediator) rebuild(ctx context.Context, p *plan, action state.Action) 
 				l.HTTPDConf, l.Include, strings.Join(r.Cmds.Rebuild, " ")))
 	}
 	p.wired = true
+	if action == state.Remediate {
+		if err := noEffect(cfg); err != nil {
+			return r.rollback(ctx, p, action, Refused, false, err)
+		}
+	}
+	p.after = cfg // what Apache reads now that the include is wired
 	r.journal(action, state.Rebuilt, nil, "")
 	return nil
+}
+
+// noEffect says why, with our block in place and read, stapling would stay on at global
+// scope: a global `SSLUseStapling On` read after it (post_virtualhost_global.conf, a
+// version-specific _2.conf include, an admin's conf.d file) wins, as the last global one does.
+// A restart would then change nothing, so the change is refused before anything is written.
+func noEffect(after *apacheconf.Config) error {
+	if after.Global != "on" {
+		return nil
+	}
+	return fmt.Errorf("turning stapling off there would have no effect: `SSLUseStapling On` at %s:%d is read after it and wins (the last global one does); remove that line, or set it to off", after.GlobalAt.File, after.GlobalAt.Line)
 }
 
 func (r *Remediator) testAndRestart(ctx context.Context, p *plan, action state.Action) error {

@@ -214,7 +214,7 @@ func TestRemediateEA3NotWiredRefusesWritesNothing(t *testing.T) {
 func TestRemediateEA3Wired(t *testing.T) {
 	inc := "/usr/local/apache/conf/includes/pre_virtualhost_global.conf"
 	f := newFixture(t, "ea3", map[string]string{
-		"/usr/local/apache/conf/httpd.conf": "ServerRoot /usr/local/apache\nSSLUseStapling On\nInclude conf/includes/pre_virtualhost_global.conf\n",
+		"/usr/local/apache/conf/httpd.conf": "ServerRoot /usr/local/apache\n" + fakehost.LoadModules + "SSLUseStapling On\nInclude conf/includes/pre_virtualhost_global.conf\n",
 		inc:                                 "",
 	})
 	if _, err := f.r.Remediate(context.Background(), false); err != nil {
@@ -456,4 +456,42 @@ func boolStr(b bool) string {
 		return "true"
 	}
 	return "false"
+}
+
+// No effect, no restart: a global `SSLUseStapling On` read after the include (post-VirtualHost
+// include, or the version-specific _2.conf read after _global) would win over our block. The
+// change is refused before anything is written, naming the line that defeats it; the audit's
+// assessment says the same.
+func TestRemediateRefusesWhenALaterGlobalOnWins(t *testing.T) {
+	post := "/etc/apache2/conf.d/includes/post_virtualhost_global.conf"
+	httpd := wiredHTTPD + "Include \"" + post + "\"\n"
+	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes, post: "# admin\nSSLUseStapling On\n"})
+	_, err := f.r.Remediate(context.Background(), false)
+	if outcome(err) != Refused || !strings.Contains(err.Error(), post+":2") || !strings.Contains(err.Error(), "no effect") {
+		t.Fatalf("err = %v", err)
+	}
+	if f.read(t, ea4Include) != adminBytes || f.runner.Names() != "" {
+		t.Fatal("wrote or ran something")
+	}
+	if a := Assess(f.Layout); !strings.Contains(a.Facts.Refusal, post+":2") {
+		t.Fatalf("assessment: %q", a.Facts.Refusal)
+	}
+}
+
+// Conditional sections are evaluated as Apache does: an admin's off inside `<IfModule mod_ssl>`
+// (not a name Apache knows) does not count, so the fix is still written; one inside
+// `<IfVersion >= 2.4>` does.
+func TestRemediateSeesConditionalsAsApacheDoes(t *testing.T) {
+	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: "<IfModule mod_ssl>\nSSLUseStapling off\n</IfModule>\n"})
+	if a := Assess(f.Layout); a.Facts.Effective != apacheconf.StaplingOn {
+		t.Fatalf("effective %s: <IfModule mod_ssl> was taken as true", a.Facts.Effective)
+	}
+	rep, err := f.r.Remediate(context.Background(), false)
+	if err != nil || !rep.Changed || rep.After != apacheconf.StaplingOff {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	f = newFixture(t, "ea4", map[string]string{ea4HTTPD: wiredHTTPD, ea4Include: "<IfVersion >= 2.4>\nSSLUseStapling off\n</IfVersion>\n"})
+	if a := Assess(f.Layout); a.Facts.Effective != apacheconf.StaplingOff {
+		t.Fatalf("effective %s: <IfVersion >= 2.4> was not applied", a.Facts.Effective)
+	}
 }

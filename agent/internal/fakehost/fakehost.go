@@ -38,9 +38,12 @@ const (
 	EA4HTTPD   = "/etc/apache2/conf/httpd.conf"
 	EA4Log     = "/var/log/apache2/error_log"
 	AdminBytes = "# admin's include\r\nKeepAliveTimeout 5" // CRLF, no final newline
-	WiredHTTPD = "SSLUseStapling On\nSSLStaplingCache shmcb:/run/apache2/stapling(256000)\n" +
+	WiredHTTPD = LoadModules + "SSLUseStapling On\nSSLStaplingCache shmcb:/run/apache2/stapling(256000)\n" +
 		"Include \"/etc/apache2/conf.d/includes/pre_virtualhost_global.conf\"\n" +
 		"<VirtualHost *:443>\nServerName a.example\nSSLEngine on\nSSLCertificateFile " + CertFile + "\n</VirtualHost>\n"
+	// LoadModules are the LoadModule lines every Apache config with SSL has (cPanel's are in
+	// conf.modules.d): <IfModule ssl_module> holds only when one loads mod_ssl.
+	LoadModules = "LoadModule ssl_module modules/mod_ssl.so\nLoadModule socache_shmcb_module modules/mod_socache_shmcb.so\n"
 	// CertFile is a.example's combined certificate file (leaf and issuer), written on every
 	// fake EA4 host; its OCSP URL is Responder.
 	CertFile  = "/etc/apache2/ssl/a.example.combined"
