@@ -91,7 +91,7 @@ type Config struct {
 	ErrorLogFormatAt *Location
 	serverRoot       string
 	loaded           []string
-	VHosts       []VHost
+	VHosts           []VHost
 	// Warnings are things Apache itself might reject or that were skipped (unmatched Include).
 	Warnings []string
 

@@ -153,7 +153,7 @@ type Report struct {
 	// Checks say which parts of the audit worked, like node_exporter's scrape_collector_success.
 	Checks []CheckResult `json:"checks"`
 	// Probe is present with --probe.
-	Probe *probe.Report `json:"probe,omitempty"`
+	Probe *probe.Report             `json:"probe,omitempty"`
 	pairs map[string]map[string]int // failures by cause, then responder
 	// Apache is what httpd said when asked, read-only, and whether the agent's reading of the
 	// config agrees with it.
