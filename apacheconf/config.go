@@ -395,7 +395,7 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 			if len(s.Args) >= 2 {
 				v = s.Args[1]
 			}
-			w.ev.define(s.Args[0], v)
+			w.ev.define(s.Args[0], v, len(s.Args) >= 2)
 		}
 	case "undefine":
 		if len(s.Args) >= 1 {
@@ -522,6 +522,11 @@ func (w *walker) expand(host string) ([]string, error) {
 			return nil, fmt.Errorf("include pattern %s: %w", host, err)
 		}
 		for _, p := range m {
+			// Apache's wildcard includes skip names starting with a dot (.hidden.conf, an
+			// editor's swap file); a directory include reads them.
+			if strings.HasPrefix(filepath.Base(p), ".") {
+				continue
+			}
 			matches = append(matches, Unroot(w.l.Root, p))
 		}
 		sort.Strings(matches)

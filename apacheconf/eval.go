@@ -56,7 +56,11 @@ func newEvalState(a Apache) *evalState {
 func (e *evalState) loadModule(ident, file string) {
 	e.modules[ident], e.idents[ident] = true, true
 	base := path.Base(file)
-	if strings.HasPrefix(base, "mod_") && strings.HasSuffix(base, ".so") {
+	switch {
+	case strings.HasPrefix(base, "mod_mpm_") && strings.HasSuffix(base, ".so"):
+		// The MPMs are built from prefork.c, worker.c, event.c.
+		e.modules[strings.TrimSuffix(strings.TrimPrefix(base, "mod_mpm_"), ".so")+".c"] = true
+	case strings.HasPrefix(base, "mod_") && strings.HasSuffix(base, ".so"):
 		e.modules[strings.TrimSuffix(base, ".so")+".c"] = true
 	}
 }
@@ -74,9 +78,18 @@ func builtinIdent(source string) string {
 	return strings.TrimSuffix(strings.TrimPrefix(source, "mod_"), ".c") + "_module"
 }
 
-// define and undefine are Define and UnDefine.
-func (e *evalState) define(name, value string) { e.defined[name], e.defines[name] = true, value }
-func (e *evalState) undefine(name string)      { delete(e.defined, name); delete(e.defines, name) }
+// define is Define NAME [VALUE], as server/core.c's set_define: the name becomes defined for
+// <IfDefine>; a value is recorded for ${NAME}. Without one, a value an earlier Define gave is
+// kept, and a name that never had one stays as written in ${NAME} (AH00111).
+func (e *evalState) define(name, value string, hasValue bool) {
+	e.defined[name] = true
+	if hasValue {
+		e.defines[name] = value
+	}
+}
+
+// undefine is UnDefine NAME.
+func (e *evalState) undefine(name string) { delete(e.defined, name); delete(e.defines, name) }
 
 var varRef = regexp.MustCompile(`\$\{([A-Za-z0-9_]+)\}`)
 
@@ -121,17 +134,25 @@ func (e *evalState) holds(s stmt) bool {
 			return false
 		}
 		name, neg := strings.CutPrefix(args[0], "!")
-		return e.modules[name] != neg
+		return e.modules[unquote(name)] != neg
 	case "ifdefine":
 		if len(args) == 0 {
 			return false
 		}
 		name, neg := strings.CutPrefix(args[0], "!")
-		return e.defined[name] != neg
+		return e.defined[unquote(name)] != neg
 	case "ifversion":
 		return versionHolds(e.apache.Version, args)
 	}
 	return true
+}
+
+// unquote strips the quotes Apache strips from a container's argument after its "!".
+func unquote(s string) string {
+	if len(s) >= 2 && (s[0] == '"' || s[0] == '\'') && s[len(s)-1] == s[0] {
+		return s[1 : len(s)-1]
+	}
+	return s
 }
 
 // versionHolds is mod_version's <IfVersion [[!]operator] version>: = == > >= < <= on

@@ -207,7 +207,10 @@ func TestInspectInclude(t *testing.T) {
 		{"continuation", "SSLUseStapling \\\n  off\n", "off"},
 		{"indented comment", "   # SSLUseStapling off\n", ""},
 		{"in directory", "<Directory />\nSSLUseStapling off\n</Directory>\n", ""},
-		{"nested ifmodule", "<IfModule a>\n<IfModule b>\nSSLUseStapling off\n</IfModule>\n</IfModule>\n", "off"},
+		{"nested ifmodule, as cPanel's template", "<IfModule ssl_module>\n<IfModule socache_shmcb_module>\nSSLUseStapling off\n</IfModule>\n</IfModule>\n", "off"},
+		{"ifmodule the include alone cannot know", "<IfModule a>\n<IfModule b>\nSSLUseStapling off\n</IfModule>\n</IfModule>\n", ""},
+		{"ifmodule mod_ssl: no module of that name", "<IfModule mod_ssl>\nSSLUseStapling off\n</IfModule>\n", ""},
+		{"ifversion the include alone cannot know", "<IfVersion >= 2.4>\nSSLUseStapling off\n</IfVersion>\n", ""},
 		{"after closed vhost", "<VirtualHost *:443>\nSSLUseStapling on\n</VirtualHost>\nSSLUseStapling off\n", "off"},
 		{"two args ignored", "SSLUseStapling off on\n", ""},
 	}

@@ -16,9 +16,13 @@ type stmt struct {
 }
 
 // lex splits config text into statements the way Apache's ap_cfg_getline and ap_getword_conf
-// read it: a trailing backslash joins the next physical line (before comment detection, so a
-// comment ending in "\" swallows the next line), lines starting with "#" are comments, and
-// arguments may be quoted with " or '.
+// read it: a backslash right before a line feed (a CR between them is allowed) joins the next
+// physical line, unless it is itself escaped by a backslash (server/util.c matches
+// `[^\\]\\[\r]\n` only). The join happens before comment detection, so a comment ending in
+// "\" swallows the next line. A backslash followed by blanks, or on a last line without a line
+// feed, joins nothing and stays part of the line. Lines starting with "#" are comments, and
+// arguments may be quoted with " or '. (The differential test against Apache's own
+// DUMP_CONFIG proves these rules.)
 func lex(data []byte) []stmt {
 	var out []stmt
 	var logical []byte
@@ -27,18 +31,19 @@ func lex(data []byte) []stmt {
 	for len(data) > 0 {
 		num++
 		var phys []byte
+		lf := false
 		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			phys, data = data[:i], data[i+1:]
+			phys, data, lf = data[:i], data[i+1:], true
 		} else {
 			phys, data = data, nil
 		}
-		phys = bytes.TrimRight(phys, " \t\r")
 		if logical == nil {
 			start = num
 			logical = []byte{}
 		}
-		if n := len(phys); n > 0 && phys[n-1] == '\\' {
-			logical = append(logical, phys[:n-1]...)
+		body := bytes.TrimSuffix(phys, []byte("\r"))
+		if n := len(body); lf && n >= 2 && body[n-1] == '\\' && body[n-2] != '\\' {
+			logical = append(logical, body[:n-1]...)
 			if len(data) > 0 {
 				continue
 			}
@@ -114,10 +119,18 @@ func splitArgs(s string) []string {
 
 // transparent reports whether the include, read alone, can take a container as holding (the
 // walker evaluates conditionals against the whole config; the include editor only sees its
-// own file). Only <IfModule ssl_module> and <IfModule mod_ssl.c> hold there: every stapling
-// directive needs mod_ssl anyway. Anything else (a name Apache does not know, such as
+// own file). Only <IfModule ssl_module> / <IfModule mod_ssl.c> and the stapling cache's
+// <IfModule socache_shmcb_module> (cPanel's template nests them) hold there: every stapling
+// directive needs mod_ssl anyway, and stapling a cache. Anything else (a name Apache does not know, such as
 // `mod_ssl`; another module; a negation; <IfVersion>; <IfDefine>) might not hold, so an
 // admin's `SSLUseStapling off` inside it is not trusted, and our block is written.
 func transparent(s stmt) bool {
-	return strings.EqualFold(s.Name, "IfModule") && len(s.Args) == 1 && (s.Args[0] == "ssl_module" || s.Args[0] == "mod_ssl.c")
+	if !strings.EqualFold(s.Name, "IfModule") || len(s.Args) != 1 {
+		return false
+	}
+	switch s.Args[0] {
+	case "ssl_module", "mod_ssl.c", "socache_shmcb_module", "mod_socache_shmcb.c":
+		return true
+	}
+	return false
 }
