@@ -280,7 +280,7 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 	// EOF is reported and closed so the next file is read at the right scope.
 	base := len(stack)
 	skip := 0 // depth inside a conditional section that does not hold: Apache reads none of it
-	for _, s := range lex(data) {
+	for s := range statements(data) {
 		if skip > 0 {
 			switch {
 			case s.Open:

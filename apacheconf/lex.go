@@ -2,6 +2,7 @@ package apacheconf
 
 import (
 	"bytes"
+	"iter"
 	"strings"
 )
 
@@ -25,45 +26,58 @@ type stmt struct {
 // DUMP_CONFIG proves these rules.)
 func lex(data []byte) []stmt {
 	var out []stmt
-	var logical []byte
-	start := 0
-	num := 0
-	for len(data) > 0 {
-		num++
-		var phys []byte
-		lf := false
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			phys, data, lf = data[:i], data[i+1:], true
-		} else {
-			phys, data = data, nil
-		}
-		if logical == nil {
-			start = num
-			logical = []byte{}
-		}
-		body := bytes.TrimSuffix(phys, []byte("\r"))
-		if n := len(body); lf && n >= 2 && body[n-1] == '\\' && body[n-2] != '\\' {
-			logical = append(logical, body[:n-1]...)
-			if len(data) > 0 {
-				continue
-			}
-		} else {
-			logical = append(logical, phys...)
-		}
-		if s, ok := parseStmt(string(logical)); ok {
-			s.Line = start
-			out = append(out, s)
-		}
-		logical = nil
+	for s := range statements(data) {
+		out = append(out, s)
 	}
 	return out
 }
 
-func parseStmt(text string) (stmt, bool) {
-	text = strings.TrimSpace(text)
-	if text == "" || text[0] == '#' {
+// statements is lex as an iterator: the walker handles each statement as it comes, so a
+// 20 MB httpd.conf is never held as hundreds of thousands of statements at once, and the
+// logical-line buffer is reused.
+func statements(data []byte) iter.Seq[stmt] {
+	return func(yield func(stmt) bool) {
+		var logical []byte
+		open := false // a logical line is being joined
+		start, num := 0, 0
+		for len(data) > 0 {
+			num++
+			var phys []byte
+			lf := false
+			if i := bytes.IndexByte(data, '\n'); i >= 0 {
+				phys, data, lf = data[:i], data[i+1:], true
+			} else {
+				phys, data = data, nil
+			}
+			if !open {
+				start, open, logical = num, true, logical[:0]
+			}
+			body := bytes.TrimSuffix(phys, []byte("\r"))
+			if n := len(body); lf && n >= 2 && body[n-1] == '\\' && body[n-2] != '\\' {
+				logical = append(logical, body[:n-1]...)
+				if len(data) > 0 {
+					continue
+				}
+			} else {
+				logical = append(logical, phys...)
+			}
+			open = false
+			if s, ok := parseStmt(logical); ok {
+				s.Line = start
+				if !yield(s) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func parseStmt(line []byte) (stmt, bool) {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] == '#' {
 		return stmt{}, false
 	}
+	text := string(line)
 	if strings.HasPrefix(text, "</") {
 		name := strings.TrimSpace(strings.TrimSuffix(text[2:], ">"))
 		if name == "" {

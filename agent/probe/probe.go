@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -108,8 +109,53 @@ type CertFile struct {
 	Issuer *x509.Certificate // nil when the file does not carry it
 }
 
-// LoadCertFile reads the leaf certificate and its issuer from a PEM file.
+// LoadCertFile reads the leaf certificate and its issuer from a PEM file, once per version of
+// the file: the result is cached by path, identity, size and modification time, since an
+// audit reads every SSL vhost's certificate (Must-Staple, responders) and the daemon reads
+// them again whenever the config changes; a 3,000-account host has thousands.
 func LoadCertFile(path string) (*CertFile, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	key := certKey{path: path, size: info.Size(), mtime: info.ModTime().UnixNano()}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		key.ino = st.Ino
+	}
+	certCache.Lock()
+	cf, ok := certCache.m[key]
+	certCache.Unlock()
+	if ok {
+		return cf, nil
+	}
+	cf, err = loadCertFile(path)
+	if err != nil {
+		return nil, err
+	}
+	certCache.Lock()
+	if len(certCache.m) >= maxCachedCerts {
+		clear(certCache.m) // a new generation: bounded memory, and stale entries go
+	}
+	certCache.m[key] = cf
+	certCache.Unlock()
+	return cf, nil
+}
+
+// maxCachedCerts bounds the cache: a certificate and its issuer are a few KB parsed.
+const maxCachedCerts = 20000
+
+type certKey struct {
+	path        string
+	size, mtime int64
+	ino         uint64
+}
+
+var certCache = struct {
+	sync.Mutex
+	m map[certKey]*CertFile
+}{m: map[certKey]*CertFile{}}
+
+func loadCertFile(path string) (*CertFile, error) {
 	// Bounded and never blocking: a tenant can point its vhost's certificate at a FIFO or a device.
 	data, err := apacheconf.ReadFile(path, apacheconf.MaxCertFile)
 	if err != nil {
