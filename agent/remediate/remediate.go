@@ -162,14 +162,28 @@ func (r *Remediator) plan(action state.Action) (*plan, error) {
 	} else {
 		p.next, p.changed = apacheconf.RemoveBlock(snap.Data)
 	}
-	if p.current, err = apacheconf.ReadConfig(l); err != nil {
+	// The config as it is and as it would be with the change: two independent readings, side
+	// by side (on a 3,000-account host each is a 20 MB walk).
+	var afterErr error
+	done := make(chan struct{})
+	if p.changed {
+		go func() {
+			defer close(done)
+			p.after, afterErr = apacheconf.ReadConfigWith(l, map[string][]byte{l.Include: p.next})
+		}()
+	} else {
+		close(done)
+	}
+	p.current, err = apacheconf.ReadConfig(l)
+	<-done
+	if err == nil {
+		err = afterErr
+	}
+	if err != nil {
 		return nil, refused("read Apache config: %w", err)
 	}
-	p.after = p.current
-	if p.changed {
-		if p.after, err = apacheconf.ReadConfigWith(l, map[string][]byte{l.Include: p.next}); err != nil {
-			return nil, refused("read Apache config: %w", err)
-		}
+	if !p.changed {
+		p.after = p.current
 	}
 	p.wired = p.after.Includes(l.Root, l.Include)
 	if action == state.Remediate && p.changed {
