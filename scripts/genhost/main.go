@@ -71,14 +71,14 @@ func run() error {
 	caCert, _ := x509.ParseCertificate(caDER)
 
 	files := map[string]string{
-		"/etc/cpanel/ea4/is_ea4":                                   "",
-		"/etc/apache2/conf.modules.d/000_mod_mpm_prefork.conf":     "LoadModule mpm_prefork_module " + *modules + "/mod_mpm_prefork.so\n",
-		"/etc/apache2/conf.modules.d/000_mod_authz_core.conf":      "LoadModule authz_core_module " + *modules + "/mod_authz_core.so\n",
-		"/etc/apache2/conf.modules.d/000_mod_socache_shmcb.conf":   "LoadModule socache_shmcb_module " + *modules + "/mod_socache_shmcb.so\n",
-		"/etc/apache2/conf.modules.d/000_mod_ssl.conf":             "LoadModule ssl_module " + *modules + "/mod_ssl.so\n",
-		"/etc/apache2/conf.modules.d/000_mod_alias.conf":           "LoadModule alias_module " + *modules + "/mod_alias.so\n",
-		"/etc/apache2/conf.d/includes/pre_main_global.conf":        "",
-		"/etc/apache2/conf.d/includes/pre_virtualhost_global.conf": "# Pre VirtualHost Include\n",
+		"/etc/cpanel/ea4/is_ea4":                                    "",
+		"/etc/apache2/conf.modules.d/000_mod_mpm_prefork.conf":      "LoadModule mpm_prefork_module " + *modules + "/mod_mpm_prefork.so\n",
+		"/etc/apache2/conf.modules.d/000_mod_authz_core.conf":       "LoadModule authz_core_module " + *modules + "/mod_authz_core.so\n",
+		"/etc/apache2/conf.modules.d/000_mod_socache_shmcb.conf":    "LoadModule socache_shmcb_module " + *modules + "/mod_socache_shmcb.so\n",
+		"/etc/apache2/conf.modules.d/000_mod_ssl.conf":              "LoadModule ssl_module " + *modules + "/mod_ssl.so\n",
+		"/etc/apache2/conf.modules.d/000_mod_alias.conf":            "LoadModule alias_module " + *modules + "/mod_alias.so\n",
+		"/etc/apache2/conf.d/includes/pre_main_global.conf":         "",
+		"/etc/apache2/conf.d/includes/pre_virtualhost_global.conf":  "# Pre VirtualHost Include\n",
 		"/etc/apache2/conf.d/includes/post_virtualhost_global.conf": "",
 		"/var/log/apache2/error_log":                                "",
 	}
