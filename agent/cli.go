@@ -340,8 +340,9 @@ everything the configuration drives and keeps the old configuration if the new o
 func realTicks(e *env.Env, logFile string) (daemon.Ticks, func()) {
 	poll := time.NewTicker(logwatch.PollInterval)
 	revert := time.NewTicker(daemon.AutoRevertEvery)
-	stops := []func(){poll.Stop, revert.Stop}
-	t := daemon.Ticks{Poll: poll.C, Revert: revert.C}
+	refresh := time.NewTicker(daemon.RefreshEvery)
+	stops := []func(){poll.Stop, revert.Stop, refresh.Stop}
+	t := daemon.Ticks{Poll: poll.C, Revert: revert.C, Refresh: refresh.C}
 	if w, err := logwatch.NewWaker(logFile); err == nil {
 		t.Wake = w.C()
 		stops = append(stops, func() { _ = w.Close() }) // at exit: nothing left to tell

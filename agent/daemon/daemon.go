@@ -50,7 +50,18 @@ type Ticks struct {
 	Wake     <-chan struct{}  // an inotify wake-up: read now (nil: poll only)
 	Watchdog <-chan time.Time // ping systemd's watchdog (nil: no watchdog)
 	Revert   <-chan time.Time // auto-revert check (AutoRevertEvery)
+	// Refresh keeps the host facts current while nothing happens (RefreshEvery), so the first
+	// decision of an outage finds them read already: detection-to-write does not grow with
+	// the size of the config.
+	Refresh <-chan time.Time
 }
+
+// RefreshEvery is how often the idle worker makes sure the host facts are current (a stat of
+// each file they were read from; a new reading only when one changed, or after factsTTL).
+const RefreshEvery = factsTTL / 2
+
+// refresh is the worker's job of keeping the facts current; not a decision.
+const refresh policy.Kind = "refresh"
 
 // Daemon follows error_log and applies the policy.
 type Daemon struct {
@@ -99,6 +110,7 @@ type Daemon struct {
 	Failures atomic.Int64 // counted failures
 	Skewed   atomic.Int64 // failure lines dated too far from their arrival: never counted
 	Foreign  atomic.Int64 // failures naming responders no served certificate uses
+	Readings atomic.Int64 // times the host facts were read anew (the config walked)
 	mu       sync.Mutex
 	decided  []policy.Kind
 }
@@ -156,6 +168,7 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 	}
 	d.counter = &policy.Counter{Window: e.Config.Policy.Window}
 	d.foreign = &policy.Counter{Window: e.Config.Policy.Window}
+	d.facts.readings = &d.Readings
 	// Ask httpd once, read-only: its compiled-in modules and version drive the reading of the
 	// config, and where its answers and the reading disagree, the daemon does not act.
 	if ans, err := apacheconf.Ask(context.Background(), e.Runner, l); err == nil {
@@ -243,6 +256,10 @@ func (d *Daemon) Run(ctx context.Context, t Ticks, hup <-chan os.Signal) error {
 			d.poll()
 		case <-t.Wake:
 			d.poll()
+		case <-t.Refresh:
+			if !d.busy && !d.stopping {
+				d.send(job{kind: refresh})
+			}
 		case <-t.Revert:
 			if !d.busy && !d.stopping && d.env.Config.Policy.AutoRevertAfter > 0 {
 				d.send(job{kind: policy.AutoRevert, lastFailure: d.lastFailure})
@@ -456,6 +473,9 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 	case policy.AutoRevert:
 		d.checkAutoRevert(ctx, j)
 		return result{}
+	case refresh:
+		a := d.facts.get(e.Layout, e.Now())
+		return result{facts: &a.Facts}
 	}
 	now := e.Now()
 	a := d.facts.get(e.Layout, now)
@@ -600,10 +620,11 @@ func merge(a, b policy.Memory) policy.Memory {
 // younger than factsTTL: reading the config for every failure of a flood would make the worker
 // slower than the failures, and a stat of each config file costs microseconds.
 type factsCache struct {
-	a     *remediate.Assessment
-	key   string
-	files []string // paths on this machine whose state the key records
-	at    time.Time
+	readings *atomic.Int64
+	a        *remediate.Assessment
+	key      string
+	files    []string // paths on this machine whose state the key records
+	at       time.Time
 }
 
 func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessment {
@@ -611,6 +632,7 @@ func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessm
 		return c.a
 	}
 	a := remediate.Assess(l)
+	c.readings.Add(1)
 	files := []string{l.Path(l.Include), l.Path(l.HTTPDConf)}
 	if a.Config != nil {
 		for _, f := range a.Config.Files {

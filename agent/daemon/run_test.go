@@ -51,6 +51,7 @@ func mustStapleCert(t *testing.T) string {
 type running struct {
 	t                      *testing.T
 	poll, watchdog, revert chan time.Time
+	refresh                chan time.Time
 	hup                    chan os.Signal
 	notified               chan string
 	cancel                 context.CancelFunc
@@ -60,11 +61,11 @@ type running struct {
 func run(t *testing.T, d *Daemon) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, poll: make(chan time.Time), watchdog: make(chan time.Time), revert: make(chan time.Time),
+	r := &running{t: t, poll: make(chan time.Time), watchdog: make(chan time.Time), revert: make(chan time.Time), refresh: make(chan time.Time),
 		hup: make(chan os.Signal), notified: make(chan string, 100), cancel: cancel, done: make(chan error, 1)}
 	d.Notify = func(s string) { r.notified <- s }
 	go func() {
-		r.done <- d.Run(ctx, Ticks{Poll: r.poll, Watchdog: r.watchdog, Revert: r.revert}, r.hup)
+		r.done <- d.Run(ctx, Ticks{Poll: r.poll, Watchdog: r.watchdog, Revert: r.revert, Refresh: r.refresh}, r.hup)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -244,5 +245,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The idle worker keeps the host facts current: after the config changes, a refresh tick reads
+// it again, so the first decision of the next outage finds the facts read already (it walks
+// nothing, whatever the size of the config).
+func TestRunRefreshKeepsFactsCurrent(t *testing.T) {
+	r := newRig(t, policy.Enforce, "", nil)
+	run := run(t, r.d)
+	before := r.d.Readings.Load()
+	fakehost.Write(t, r.Root, fakehost.EA4HTTPD, fakehost.WiredHTTPD+"# edited by the admin\n") // the config changed
+	send(t, run.refresh, time.Now())
+	waitFor(t, "the facts read anew", func() bool { return r.d.Readings.Load() == before+1 })
+	r.fail(3)
+	send(t, run.poll, time.Now())
+	waitFor(t, "the decision", func() bool { return r.decisions() == "remediate" })
+	if n := r.d.Readings.Load(); n != before+1 {
+		t.Fatalf("the decision read the config again (%d readings): the refresh did not keep the facts current", n-before)
 	}
 }
