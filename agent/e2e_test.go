@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stapling-agent/stapling-agent/agent/probe"
+	"github.com/stapling-agent/stapling-agent/apacheconf"
 
 	"github.com/stapling-agent/stapling-agent/agent/config"
 )
@@ -331,5 +333,61 @@ func TestE2EAuditAsksApache(t *testing.T) {
 	r := runAgent(t, nil, "--root", l.dir, "audit", "--no-exec", "--format", "json")
 	if !strings.Contains(r.stdout, `"asked": false`) || !strings.Contains(r.stdout, "not asked (--no-exec)") {
 		t.Fatalf("--no-exec: %s", r.stdout)
+	}
+}
+
+// Real handshakes are the oracle for per-vhost stapling: with a healthy responder Apache sends a
+// staple exactly when stapling is on for the vhost. A sample of vhosts, each turning stapling on
+// or off in one of the ways that fooled the old model (<IfModule mod_ssl>, <IfVersion>,
+// Define and ${VAR}, a continuation, a per-vhost userdata include), with the global value off:
+// the agent's reading of each vhost agrees with what Apache sends.
+func TestE2EStaplePerVhostMatchesTheReading(t *testing.T) {
+	l := startLab(t)
+	conf := filepath.Join(l.dir, "etc/apache2/conf.d")
+	vhost := func(name, body string) string {
+		return fmt.Sprintf("<VirtualHost 127.0.0.1:%s>\n    ServerName %s\n    SSLEngine on\n    SSLCertificateFile ssl/shop.test.combined\n%s</VirtualHost>\n", l.httpsPort, name, body)
+	}
+	sample := "Define STAPLE_ON on\n" +
+		vhost("inherits.test", "") +
+		vhost("own-on.test", "    SSLUseStapling on\n") +
+		vhost("wrong-module.test", "    <IfModule mod_ssl>\n        SSLUseStapling on\n    </IfModule>\n") +
+		vhost("ifversion.test", "    <IfVersion >= 2.4>\n        SSLUseStapling on\n    </IfVersion>\n") +
+		vhost("define.test", "    SSLUseStapling ${STAPLE_ON}\n") +
+		vhost("continued.test", "    SSLUseStapling \\\n        on\n") +
+		vhost("userdata.test", "    IncludeOptional conf.d/userdata/ssl/2_4/u/userdata.test/*.conf\n")
+	os.WriteFile(filepath.Join(conf, "sample.conf"), []byte(sample), 0o644)
+	os.MkdirAll(filepath.Join(conf, "userdata/ssl/2_4/u/userdata.test"), 0o755)
+	os.WriteFile(filepath.Join(conf, "userdata/ssl/2_4/u/userdata.test/stapling.conf"), []byte("SSLUseStapling on\n"), 0o644)
+	os.WriteFile(filepath.Join(l.dir, ea4Include), []byte("SSLUseStapling off\n"), 0o644) // global off
+	l.restart()
+
+	layout, err := apacheconf.Detect(l.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := apacheconf.ReadConfig(layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reading := map[string]bool{}
+	for _, v := range cfg.VHosts {
+		reading[v.ServerName] = cfg.StaplingOf(v)
+	}
+	want := map[string]bool{"inherits.test": false, "own-on.test": true, "wrong-module.test": false, "ifversion.test": true,
+		"define.test": true, "continued.test": true, "userdata.test": true}
+	for name, on := range want {
+		// The first handshake makes mod_ssl fetch the staple; the second is served from the cache.
+		stapled := false
+		for i := 0; i < 2; i++ {
+			c, err := tls.Dial("tcp", "127.0.0.1:"+l.httpsPort, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			stapled = len(c.ConnectionState().OCSPResponse) > 0
+			c.Close()
+		}
+		if stapled != on || reading[name] != on {
+			t.Errorf("%s: Apache stapled %v, the agent reads stapling %v, want %v", name, stapled, reading[name], on)
+		}
 	}
 }
