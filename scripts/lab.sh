@@ -313,12 +313,18 @@ EOF
     fi
   )
 
+  # EA4 loads its modules from conf.modules.d, one file per package (ea-apache24-mod_ssl ...).
+  mkdir -p "$dir/etc/apache2/conf.modules.d"
+  local m
+  for m in mpm_prefork authz_core socache_shmcb ssl; do
+    printf 'LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so\n' "$m" "$m" >"$dir/etc/apache2/conf.modules.d/000_mod_$m.conf"
+  done
   cat >"$dir/etc/apache2/conf/httpd.conf" <<EOF
 # cPanel EA4 layout, ServerRoot-relative (stapling-agent lab). Started as apache2 -d ROOT/etc/apache2.
-LoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so
-LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
-LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so
-LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so${tenant_modules}
+# The order is the EA4 template's (FACTS.md section 4): modules, pre_main, the global SSL block
+# (stapling inside <IfModule socache_shmcb_module>, as WHM's setting is written), conf.d, the
+# pre-VirtualHost include, the vhosts (each with cPanel's userdata include), post_virtualhost.
+Include conf.modules.d/*.conf${tenant_modules}
 User www-data
 Group www-data
 DefaultRuntimeDir run
@@ -334,8 +340,10 @@ MaxSpareServers 3
 Include conf.d/includes/pre_main_global.conf
 
 <IfModule ssl_module>
-    SSLUseStapling On
-    SSLStaplingCache shmcb:stapling_cache_shmcb(256000)
+    <IfModule socache_shmcb_module>
+        SSLUseStapling On
+        SSLStaplingCache shmcb:stapling_cache_shmcb(256000)
+    </IfModule>
     SSLStaplingReturnResponderErrors off
     SSLStaplingErrorCacheTimeout 60
     SSLStaplingFakeTryLater off
@@ -354,6 +362,7 @@ Include conf.d/includes/pre_virtualhost_global.conf
         SSLEngine on
         SSLCertificateFile ssl/shop.test.combined
     </IfModule>
+    IncludeOptional "conf.d/userdata/ssl/2_4/shop/shop.test/*.conf"
 </VirtualHost>
 ${tenant_vhosts}
 Include conf.d/includes/post_virtualhost_global.conf
