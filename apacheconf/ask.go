@@ -5,28 +5,32 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
 
-// AskTimeout bounds each question to httpd: `-t -D DUMP_RUN_CFG` parses the whole config,
+// AskTimeout bounds each question to httpd: `-S` (and `-M`) parse the whole config,
 // a second or so on a 3,000-account host.
 const AskTimeout = 30 * time.Second
 
 // Answers is what httpd says of itself and of its config, read-only: `-v` (version), `-l`
-// (modules compiled in), `-M` (modules loaded by the config) and `-t -D DUMP_RUN_CFG` (the main
-// ErrorLog, every Define). Nothing is started, written or restarted by any of them.
+// (modules compiled in), `-M` (modules loaded by the config) and `-S` (every vhost with its
+// file:line, the main ErrorLog, every Define: -t -D DUMP_VHOSTS -D DUMP_RUN_CFG). Nothing is
+// started, written or restarted by any of them.
 type Answers struct {
 	Apache   Apache
-	Loaded   []string // module identifiers, sorted
-	ErrorLog string   // as httpd resolved it (a path on the host)
-	Defines  []string // NAME or NAME=VALUE, sorted
+	Loaded   []string   // module identifiers, sorted
+	VHosts   []Location // where each <VirtualHost> stands, host paths, sorted and unique
+	ErrorLog string     // as httpd resolved it (a path on the host)
+	Defines  []string   // NAME or NAME=VALUE, sorted
 }
 
 var (
 	versionLine = regexp.MustCompile(`Server version: Apache/([0-9][0-9.]*)`)
 	moduleLine  = regexp.MustCompile(`^\s*([A-Za-z0-9_]+_module) \((static|shared)\)`)
 	errorLogRun = regexp.MustCompile(`^Main ErrorLog: "(.*)"`)
+	vhostAt     = regexp.MustCompile(`\((/[^()]*):([0-9]+)\)\s*$`)
 	defineRun   = regexp.MustCompile(`^Define: (.*)$`)
 )
 
@@ -72,10 +76,18 @@ func Ask(ctx context.Context, r Runner, l *Layout) (*Answers, error) {
 			a.Loaded = append(a.Loaded, m[1])
 		}
 	}
-	if out, err = ask("-t", "-D", "DUMP_RUN_CFG"); err != nil {
+	if out, err = ask("-S"); err != nil {
 		return nil, err
 	}
+	seen := map[Location]bool{}
 	for _, line := range strings.Split(out, "\n") {
+		if m := vhostAt.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.Atoi(m[2])
+			if at := (Location{File: Unroot(l.Root, m[1]), Line: n}); !seen[at] {
+				seen[at] = true
+				a.VHosts = append(a.VHosts, at)
+			}
+		}
 		if m := errorLogRun.FindStringSubmatch(line); m != nil {
 			a.ErrorLog = Unroot(l.Root, m[1])
 		}
@@ -85,6 +97,7 @@ func Ask(ctx context.Context, r Runner, l *Layout) (*Answers, error) {
 	}
 	sort.Strings(a.Loaded)
 	sort.Strings(a.Defines)
+	sortLocations(a.VHosts)
 	if a.Apache.Version == "" || len(a.Apache.Builtin) == 0 {
 		return nil, fmt.Errorf("%s -v / -l: no version or compiled-in module list in its answer", l.HTTPD)
 	}
@@ -100,12 +113,64 @@ func (c *Config) Disagreement(a *Answers, fallbackLog string) string {
 	if strings.Join(mine, " ") != strings.Join(a.Loaded, " ") {
 		diffs = append(diffs, fmt.Sprintf("loaded modules: Apache %s, the agent read %s", short(a.Loaded), short(mine)))
 	}
+	var mineV []Location
+	seen := map[Location]bool{}
+	for _, v := range c.VHosts {
+		if !seen[v.Location] {
+			seen[v.Location] = true
+			mineV = append(mineV, v.Location)
+		}
+	}
+	sortLocations(mineV)
+	if only, other := locDiff(a.VHosts, mineV), locDiff(mineV, a.VHosts); len(only)+len(other) > 0 {
+		diffs = append(diffs, fmt.Sprintf("vhosts: Apache has %d, the agent read %d (only Apache's: %s; only the agent's: %s)",
+			len(a.VHosts), len(mineV), locList(only), locList(other)))
+	}
 	if a.ErrorLog != "" {
 		if log, err := c.ErrorLogFile(fallbackLog); err == nil && log != a.ErrorLog {
 			diffs = append(diffs, fmt.Sprintf("main ErrorLog: Apache %s, the agent read %s", a.ErrorLog, log))
 		}
 	}
 	return strings.Join(diffs, "; ")
+}
+
+func sortLocations(l []Location) {
+	sort.Slice(l, func(i, j int) bool {
+		if l[i].File != l[j].File {
+			return l[i].File < l[j].File
+		}
+		return l[i].Line < l[j].Line
+	})
+}
+
+// locDiff are the locations of a that b lacks.
+func locDiff(a, b []Location) []Location {
+	in := map[Location]bool{}
+	for _, x := range b {
+		in[x] = true
+	}
+	var out []Location
+	for _, x := range a {
+		if !in[x] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func locList(l []Location) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	var parts []string
+	for i, x := range l {
+		if i == 5 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(l)-5))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s:%d", x.File, x.Line))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func short(list []string) string {

@@ -131,6 +131,9 @@ func replace(path string, data []byte, mode fs.FileMode, uid, gid int, beforeRen
 	return syncDir(dir)
 }
 
+// Unchanged reports whether the file still holds the snapshot's bytes (or is still absent).
+func (s *FileSnapshot) Unchanged() bool { return s.unchanged() }
+
 func (s *FileSnapshot) unchanged() bool {
 	data, err := os.ReadFile(s.Path)
 	if !s.Exists {

@@ -426,9 +426,11 @@ func (r *Remediator) change(ctx context.Context, action state.Action, dryRun boo
 	}
 	// Refuse bad input before creating or locking anything: a refusal changes nothing on
 	// disk, our state directory included. The same checks run again under the lock.
-	if p, err := r.plan(action); err != nil {
+	pre, err := r.plan(action)
+	if err != nil {
 		return nil, err
-	} else if err := r.guard(p); err != nil {
+	}
+	if err := r.guard(pre); err != nil {
 		return nil, err
 	}
 	if err := r.State.Ensure(); err != nil {
@@ -452,7 +454,14 @@ func (r *Remediator) change(ctx context.Context, action state.Action, dryRun boo
 	// An admin may save the include between our read and our write; the write then fails
 	// with ErrChanged and we plan again from the new bytes.
 	for attempt := 1; ; attempt++ {
-		rep, err := r.attempt(ctx, action, unfinished)
+		// The first attempt reuses the pre-check's plan while the include still holds the bytes
+		// it planned from (reading a 3,000-account config twice more would double the wait);
+		// the write compares them once more before it replaces anything.
+		var p *plan
+		if attempt == 1 && unfinished == nil && pre.snap.Unchanged() {
+			p = pre
+		}
+		rep, err := r.attempt(ctx, action, unfinished, p)
 		if !errors.Is(err, apacheconf.ErrChanged) || attempt == 3 {
 			return rep, err
 		}
@@ -460,11 +469,13 @@ func (r *Remediator) change(ctx context.Context, action state.Action, dryRun boo
 	}
 }
 
-func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinished *state.Entry) (*Report, error) {
-	p, err := r.plan(action)
-	if err != nil {
-		r.journal(action, state.Refused, err, "")
-		return nil, err
+func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinished *state.Entry, p *plan) (*Report, error) {
+	var err error
+	if p == nil {
+		if p, err = r.plan(action); err != nil {
+			r.journal(action, state.Refused, err, "")
+			return nil, err
+		}
 	}
 	rep := &Report{Action: action, Changed: p.changed, Before: p.before, After: p.after.EffectiveStapling()}
 	if err := r.guard(p); err != nil {
