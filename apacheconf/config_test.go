@@ -245,3 +245,16 @@ func TestReadConfigWithOverridesByIdentity(t *testing.T) {
 		t.Fatalf("global %q, includes %v: the replacement was not applied through the alias", c.Global, c.Includes(l.Root, incPath))
 	}
 }
+
+// `Define A ${A}${A}` doubles a value each time; sixty of them must not exhaust memory.
+func TestDefineExpansionIsBounded(t *testing.T) {
+	conf := "Define A xxxxxxxx\n" + strings.Repeat("Define A ${A}${A}\n", 60) + "ErrorLog logs/${A}\n"
+	l := ea4Tree(t, map[string]string{"/etc/apache2/conf/httpd.conf": conf})
+	c, err := ReadConfig(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.ErrorLog) > 2*maxExpanded {
+		t.Fatalf("ErrorLog of %d bytes", len(c.ErrorLog))
+	}
+}

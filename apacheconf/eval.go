@@ -99,13 +99,23 @@ func (e *evalState) expand(s string) string {
 	if !strings.Contains(s, "${") {
 		return s
 	}
-	return varRef.ReplaceAllStringFunc(s, func(m string) string {
+	out := varRef.ReplaceAllStringFunc(s, func(m string) string {
 		if v, ok := e.defines[m[2:len(m)-1]]; ok {
 			return v
 		}
 		return m
 	})
+	if len(out) > maxExpanded {
+		// `Define A ${A}${A}` repeated doubles a value each time: a few dozen such lines
+		// (a tenant's userdata include, a fuzzer) would exhaust memory. Past the bound the
+		// reference is left as written.
+		return s
+	}
+	return out
 }
+
+// maxExpanded bounds a value after ${VAR} expansion: far beyond any real directive.
+const maxExpanded = 64 * 1024
 
 // expandStmt expands ${NAME} in a statement's name and arguments.
 func (e *evalState) expandStmt(s stmt) stmt {
