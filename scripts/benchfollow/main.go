@@ -116,8 +116,9 @@ func main() {
 		if err := c.Start(); err != nil {
 			fail(err)
 		}
-		defer c.Process.Kill()
+		started = append(started, c)
 	}
+	defer stopAll()
 	<-ready
 	time.Sleep(500 * time.Millisecond) // let tail -F settle on the file
 
@@ -210,8 +211,20 @@ func main() {
 	miss(aRSS < 30*1024, "resident memory under 30 MB")
 	miss(aIdle < 1, "idle CPU under 1%")
 	if bad {
+		stopAll() // os.Exit skips deferred calls: nothing this started may outlive it
 		os.Exit(1)
 	}
+}
+
+// started are the processes this run started; stopAll ends them on every way out.
+var started []*exec.Cmd
+
+func stopAll() {
+	for _, c := range started {
+		c.Process.Kill()
+		c.Wait()
+	}
+	started = nil
 }
 
 func pct(d []time.Duration, p int) time.Duration {
@@ -253,5 +266,6 @@ func hwmKB(pid int) int64 {
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "benchfollow:", err)
+	stopAll()
 	os.Exit(2)
 }
