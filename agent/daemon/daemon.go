@@ -139,10 +139,10 @@ type result struct {
 
 // New builds the daemon for e. reload builds a new environment on SIGHUP.
 func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, error) {
-	l, err := e.RequireLayout()
-	if err != nil {
+	if _, err := e.RequireLayout(); err != nil {
 		return nil, err
 	}
+	var err error
 	d := &Daemon{
 		env: e, dryRun: dryRun, reload: reload,
 		Probe: func(ctx context.Context, l *apacheconf.Layout) []probe.ResponderResult {
@@ -158,6 +158,7 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 		jobs:     make(chan job, 1),
 		results:  make(chan result, 1),
 	}
+	l := askApache(e)
 	if d.rem, err = remediate.New(e, logLines{e.Log}); err != nil {
 		return nil, err
 	}
@@ -169,18 +170,9 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 	d.counter = &policy.Counter{Window: e.Config.Policy.Window}
 	d.foreign = &policy.Counter{Window: e.Config.Policy.Window}
 	d.facts.readings = &d.Readings
-	// Ask httpd once, read-only: its compiled-in modules and version drive the reading of the
-	// config, and where its answers and the reading disagree, the daemon does not act.
-	if ans, err := apacheconf.Ask(context.Background(), e.Runner, l); err == nil {
-		asked := *l
-		asked.Answers = ans
-		l = &asked
-		e.Layout = l
-	} else {
-		e.Log.Warn().Err(err).Msg("could not ask httpd; reading the config with the defaults")
-	}
-	// Follow the file Apache really writes (its ErrorLog), in the only format parsed.
-	a := remediate.Assess(l)
+	// Follow the file Apache really writes (its ErrorLog), in the only format parsed. The
+	// reading goes into the facts cache, so the start finds it there.
+	a := d.facts.get(l, e.Now())
 	logPath, err := a.ErrorLog(l)
 	if err != nil {
 		return nil, &remediate.Error{Outcome: remediate.Refused, Err: err}
@@ -188,6 +180,21 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 	d.logPath = logPath
 	d.follow = &logwatch.Follower{Path: l.Path(logPath), OnError: d.followError}
 	return d, nil
+}
+
+// askApache asks httpd once, read-only, and puts its answers in e's layout: its compiled-in
+// modules and version drive the reading of the config (for the facts and for the remediation
+// alike), and where its answers and the reading disagree, the daemon does not act.
+func askApache(e *env.Env) *apacheconf.Layout {
+	ans, err := apacheconf.Ask(context.Background(), e.Runner, e.Layout)
+	if err != nil {
+		e.Log.Warn().Err(err).Msg("could not ask httpd; reading the config with the defaults")
+		return e.Layout
+	}
+	asked := *e.Layout
+	asked.Answers = ans
+	e.Layout = &asked
+	return e.Layout
 }
 
 // LogFile is the error log the daemon follows (a path on this machine).
@@ -432,6 +439,7 @@ func (d *Daemon) reloadEnv() {
 	}
 	var rem *remediate.Remediator
 	if err == nil {
+		askApache(e) // the new environment reads the config as Apache says too
 		rem, err = remediate.New(e, logLines{e.Log})
 	}
 	if err == nil {

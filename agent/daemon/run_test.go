@@ -3,14 +3,6 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,24 +19,9 @@ import (
 	"github.com/stapling-agent/stapling-agent/agent/state"
 )
 
-// mustStapleCert is a PEM certificate with the TLS Feature extension (status_request).
+// mustStapleCert is a combined certificate file with the TLS Feature extension (status_request).
 func mustStapleCert(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	feature, _ := asn1.Marshal([]int{5})
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "ms.example"}, DNSNames: []string{"ms.example"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtraExtensions: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 24}, Value: feature}},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	return fakehost.Cert(t, "ms.example", fakehost.Responder, true)
 }
 
 // running is Run in a goroutine with ticks the test sends, recording what it tells systemd.
