@@ -202,6 +202,13 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// As the daemon does: httpd's answers drive the reading, and a reading they
+			// contradict is refused.
+			if e.Layout != nil {
+				if err := e.AskApache(cmd.Context()); err != nil {
+					fmt.Fprintf(g.stderr, "%s: could not ask httpd (%v); reading the config with the defaults\n", action, err)
+				}
+			}
 			r, err := remediate.New(e, g.stdout)
 			if err != nil {
 				return err
@@ -287,7 +294,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 	cmd.Flags().StringVar(&format, "format", string(audit.Text), "output: text, json, nagios or prometheus")
 	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
 	cmd.Flags().BoolVar(&withProbe, "probe", false, "also probe the SSL vhosts and OCSP responders now (see probe)")
-	cmd.Flags().BoolVar(&noExec, "no-exec", false, "do not ask httpd (-v, -l, -M, -t -D DUMP_RUN_CFG); the report says what could not be checked")
+	cmd.Flags().BoolVar(&noExec, "no-exec", false, "do not ask httpd (-v, -l, -M, -S, and -t -D DUMP_CONFIG where mod_info is loaded); the report says what could not be checked")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up (status unknown, exit 3) after this long; 0: no limit (SIGTERM always stops it within 2 s)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd

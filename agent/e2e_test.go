@@ -330,9 +330,49 @@ func TestE2EAuditAsksApache(t *testing.T) {
 		ap["error_log"] != "/etc/apache2/logs/error_log" || !strings.Contains(fmt.Sprint(ap["loaded_modules"]), "ssl_module") {
 		t.Fatalf("apache: %v", ap)
 	}
+	if ap["dump_config"] != false {
+		t.Fatalf("DUMP_CONFIG compared without mod_info: %v", ap)
+	}
 	r := runAgent(t, nil, "--root", l.dir, "audit", "--no-exec", "--format", "json")
 	if !strings.Contains(r.stdout, `"asked": false`) || !strings.Contains(r.stdout, "not asked (--no-exec)") {
 		t.Fatalf("--no-exec: %s", r.stdout)
+	}
+
+	// With mod_info loaded (as EA4's ea-apache24-mod_info package does, from conf.modules.d)
+	// Apache prints its evaluated config, and every directive stapling and the error log
+	// depend on is compared: on the lab they agree.
+	put := func(hostPath, content string) {
+		if err := os.WriteFile(filepath.Join(l.dir, hostPath), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("etc/apache2/conf.modules.d/000_mod_info.conf", "LoadModule info_module /usr/lib/apache2/modules/mod_info.so\n")
+	_, doc = auditJSON(t, l.dir)
+	if ap := doc["apache"].(map[string]any); ap["dump_config"] != true || ap["disagreement"] != nil {
+		t.Fatalf("with mod_info: %v", ap)
+	}
+	// Apache also expands ${VAR} from its environment; the agent's model does not (it cannot
+	// know the service's environment). Only DUMP_CONFIG shows what Apache made of the line:
+	// the audit says unknown with the difference, and remediate refuses to act on the reading.
+	put("etc/apache2/conf.d/zz-env.conf", "SSLUseStapling ${LAB_STAPLING}\n")
+	envOn := []string{"LAB_STAPLING=on"}
+	r = runAgent(t, envOn, "--root", l.dir, "audit", "--format", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("audit JSON: %v\n%s", err, r.stdout)
+	}
+	ap = doc["apache"].(map[string]any)
+	if r.code != 3 || doc["status"] != "unknown" || !strings.Contains(fmt.Sprint(ap["disagreement"]), `/etc/apache2/conf.d/zz-env.conf:1 sslusestapling ["on"] (global) in Apache's reading`) {
+		t.Fatalf("exit %d, status %v: %v", r.code, doc["status"], ap)
+	}
+	r = runAgent(t, envOn, "--root", l.dir, "audit")
+	if !strings.Contains(r.stdout, "asked (-v -l -M -S and -t -D DUMP_CONFIG): the agent's reading DISAGREES") {
+		t.Fatalf("text report: %s", r.stdout)
+	}
+	before, _ := os.ReadFile(filepath.Join(l.dir, "etc/apache2/conf.d/includes/pre_virtualhost_global.conf"))
+	r = runAgent(t, envOn, "--root", l.dir, "remediate")
+	after, _ := os.ReadFile(filepath.Join(l.dir, "etc/apache2/conf.d/includes/pre_virtualhost_global.conf"))
+	if r.code != 2 || !strings.Contains(r.stderr, "DUMP_CONFIG") || string(before) != string(after) {
+		t.Fatalf("remediate on a reading Apache contradicts: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
 

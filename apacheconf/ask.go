@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,15 +16,19 @@ import (
 const AskTimeout = 30 * time.Second
 
 // Answers is what httpd says of itself and of its config, read-only: `-v` (version), `-l`
-// (modules compiled in), `-M` (modules loaded by the config) and `-S` (every vhost with its
-// file:line, the main ErrorLog, every Define: -t -D DUMP_VHOSTS -D DUMP_RUN_CFG). Nothing is
+// (modules compiled in), `-M` (modules loaded by the config), `-S` (every vhost with its
+// file:line, the main ErrorLog, every Define: -t -D DUMP_VHOSTS -D DUMP_RUN_CFG) and, where
+// the config loads mod_info, `-t -D DUMP_CONFIG` (the evaluated config itself). Nothing is
 // started, written or restarted by any of them.
 type Answers struct {
 	Apache   Apache
 	Loaded   []string   // module identifiers, sorted
-	VHosts   []Location // where each <VirtualHost> stands, host paths, sorted and unique
+	VHosts   []Location // where each <VirtualHost> stands (its last line), host paths, sorted and unique
 	ErrorLog string     // as httpd resolved it (a path on the host)
-	Defines  []string   // NAME or NAME=VALUE, sorted
+	Defines  []string   // NAME or NAME=VALUE, sorted, without the DUMP_* that -S itself defines
+	// Dump is DUMP_CONFIG's reading, nil where mod_info is not loaded (Apache then cannot
+	// print its config; the other answers are still compared).
+	Dump *Dumped
 }
 
 var (
@@ -91,8 +96,15 @@ func Ask(ctx context.Context, r Runner, l *Layout) (*Answers, error) {
 		if m := errorLogRun.FindStringSubmatch(line); m != nil {
 			a.ErrorLog = Unroot(l.Root, m[1])
 		}
-		if m := defineRun.FindStringSubmatch(line); m != nil {
+		if m := defineRun.FindStringSubmatch(line); m != nil && m[1] != "DUMP_VHOSTS" && m[1] != "DUMP_RUN_CFG" {
 			a.Defines = append(a.Defines, m[1])
+		}
+	}
+	if slices.Contains(a.Loaded, "info_module") {
+		ctx, cancel := context.WithTimeout(ctx, AskTimeout)
+		defer cancel()
+		if a.Dump, err = dump(ctx, r, append(append([]string(nil), base...), "-t", "-D", "DUMP_CONFIG"), l.Root); err != nil {
+			return nil, err
 		}
 	}
 	sort.Strings(a.Loaded)
@@ -105,8 +117,10 @@ func Ask(ctx context.Context, r Runner, l *Layout) (*Answers, error) {
 }
 
 // Disagreement compares the agent's reading of the config with Apache's answers: the modules
-// loaded and the main ErrorLog. It returns what differs, "" when they agree. Where they
-// differ, the agent's model is wrong somewhere, and nothing should rest on it.
+// loaded, every vhost's file:line, the main ErrorLog, the Defines, and where Apache could
+// print it (mod_info), every directive stapling and the error log depend on. It returns what
+// differs, "" when they agree. Where they differ, the agent's model is wrong somewhere, and
+// nothing should rest on it.
 func (c *Config) Disagreement(a *Answers, fallbackLog string) string {
 	var diffs []string
 	mine := c.LoadedModules()
@@ -116,9 +130,10 @@ func (c *Config) Disagreement(a *Answers, fallbackLog string) string {
 	var mineV []Location
 	seen := map[Location]bool{}
 	for _, v := range c.VHosts {
-		if !seen[v.Location] {
-			seen[v.Location] = true
-			mineV = append(mineV, v.Location)
+		// -S names a <VirtualHost> by its last physical line, as DUMP_CONFIG does.
+		if at := (Location{File: v.File, Line: v.OpenEnd}); !seen[at] {
+			seen[at] = true
+			mineV = append(mineV, at)
 		}
 	}
 	sortLocations(mineV)
@@ -129,6 +144,14 @@ func (c *Config) Disagreement(a *Answers, fallbackLog string) string {
 	if a.ErrorLog != "" {
 		if log, err := c.ErrorLogFile(fallbackLog); err == nil && log != a.ErrorLog {
 			diffs = append(diffs, fmt.Sprintf("main ErrorLog: Apache %s, the agent read %s", a.ErrorLog, log))
+		}
+	}
+	if mine := c.Defines(); strings.Join(mine, " ") != strings.Join(a.Defines, " ") {
+		diffs = append(diffs, fmt.Sprintf("defines: Apache %s, the agent read %s", short(a.Defines), short(mine)))
+	}
+	if a.Dump != nil {
+		if d := c.DumpDisagreement(a.Dump); d != "" {
+			diffs = append(diffs, d)
 		}
 	}
 	return strings.Join(diffs, "; ")

@@ -53,14 +53,9 @@ func (r ExecRunner) Run(ctx context.Context, argv []string) ([]byte, error) {
 		ctx, cancel = context.WithTimeout(ctx, r.Timeout)
 		defer cancel()
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := newCommand(ctx, argv)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	// Kill the whole group on timeout: a restart script forks children that would otherwise
-	// keep our pipes open. WaitDelay bounds the wait for those pipes.
-	cmd.SysProcAttr = processGroup()
-	cmd.Cancel = func() error { return killGroup(cmd) }
-	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		// Keep the cause: callers tell a timeout from a failure with errors.Is.
@@ -70,6 +65,17 @@ func (r ExecRunner) Run(ctx context.Context, argv []string) ([]byte, error) {
 		return out.Bytes(), &CmdError{Argv: argv, Output: out.Bytes(), Err: err}
 	}
 	return out.Bytes(), nil
+}
+
+// newCommand is argv in its own process group, killed whole when ctx ends: a restart script
+// forks children that would otherwise keep our pipes open. WaitDelay bounds the wait for those
+// pipes.
+func newCommand(ctx context.Context, argv []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.SysProcAttr = processGroup()
+	cmd.Cancel = func() error { return killGroup(cmd) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }
 
 // Commands are the argv of the three Apache operations, already resolved under the root.

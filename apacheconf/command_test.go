@@ -84,3 +84,29 @@ func TestDefaultCommandsThroughPID1(t *testing.T) {
 		t.Fatalf("EA3 has no rebuild: %+v", c)
 	}
 }
+
+// RunLines hands stdout over line by line, keeps stderr for the error, refuses a line longer
+// than maxDumpLine (killing the command), and times out like Run.
+func TestExecRunnerRunLines(t *testing.T) {
+	var got []string
+	err := ExecRunner{Timeout: 10 * time.Second}.RunLines(context.Background(),
+		[]string{"sh", "-c", "printf 'a\\nb b\\n'; echo warn >&2; printf c"}, func(l []byte) { got = append(got, string(l)) })
+	if err != nil || strings.Join(got, "|") != "a|b b|c" {
+		t.Fatalf("lines %q, err %v", got, err)
+	}
+	err = ExecRunner{}.RunLines(context.Background(), []string{"sh", "-c", "echo AH00526: Syntax error >&2; exit 1"}, func([]byte) {})
+	var ce *CmdError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "AH00526") {
+		t.Fatalf("err = %v", err)
+	}
+	n := 0
+	err = ExecRunner{}.RunLines(context.Background(), []string{"sh", "-c", "head -c 2000000 /dev/zero | tr '\\0' x; echo; sleep 60"}, func([]byte) { n++ })
+	if err == nil || n != 0 || !strings.Contains(err.Error(), "too long") {
+		t.Fatalf("over-long line: %d lines, err %v", n, err)
+	}
+	start := time.Now()
+	err = ExecRunner{Timeout: 300 * time.Millisecond}.RunLines(context.Background(), []string{"sh", "-c", "echo x; sleep 60"}, func([]byte) {})
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 10*time.Second {
+		t.Fatalf("err = %v after %s", err, time.Since(start))
+	}
+}

@@ -27,6 +27,7 @@ type Location struct {
 // VHost is one <VirtualHost> block as read.
 type VHost struct {
 	Location
+	OpenEnd    int      // the <VirtualHost> line's last physical line: where Apache says it is
 	Addrs      []string // "*:443", "1.2.3.4:443"
 	ServerName string
 	Aliases    []string
@@ -60,12 +61,13 @@ type Directive struct {
 	Name string   // as written
 	Args []string // quotes removed, ${VAR} expanded
 	Location
+	End   int       // last physical line (continuations), where Apache says it is
 	VHost *Location // the <VirtualHost> it is in; nil at global scope
 }
 
 // Traced are the directives (lower-cased names) a Config records in Trace: what the agent's
 // decisions rest on, and what the differential test compares with Apache's own DUMP_CONFIG.
-var Traced = map[string]bool{"sslusestapling": true, "sslstaplingcache": true, "errorlog": true, "include": true, "includeoptional": true}
+var Traced = map[string]bool{"sslusestapling": true, "sslstaplingcache": true, "errorlog": true, "errorlogformat": true, "include": true, "includeoptional": true}
 
 // Config is the part of Apache's effective configuration stapling depends on.
 type Config struct {
@@ -86,12 +88,18 @@ type Config struct {
 	// logs/error_log under ServerRoot), and where the last one stands.
 	ErrorLog   string
 	ErrorLogAt Location
-	// ErrorLogFormatAt is where a global ErrorLogFormat is set, nil for Apache's default
-	// format: the only one the agent parses.
+	// ErrorLogFormat is the main server's ErrorLogFormat ("" for Apache's default format),
+	// and ErrorLogFormatAt where the last one stands (nil when unset). A format given for
+	// "connection" or "request" adds lines of its own and changes no other line: not kept.
+	ErrorLogFormat   string
 	ErrorLogFormatAt *Location
-	serverRoot       string
-	loaded           []string
-	VHosts           []VHost
+	// VHostFormats are the vhosts that set an ErrorLogFormat of their own: mod_ssl logs a
+	// vhost's stapling failures in its format (to the main error_log unless it has its own).
+	VHostFormats []Directive
+	serverRoot   string
+	loaded       []string
+	defines      []string
+	VHosts       []VHost
 	// Warnings are things Apache itself might reject or that were skipped (unmatched Include).
 	Warnings []string
 
@@ -156,6 +164,10 @@ func (c *Config) EffectiveStapling() Stapling {
 // LoadedModules are the module identifiers loaded when the whole config has been read
 // (compiled-in and LoadModule), sorted: what `httpd -M` lists.
 func (c *Config) LoadedModules() []string { return c.loaded }
+
+// Defines are the variables defined when the whole config has been read, NAME or
+// NAME=VALUE, sorted: what `httpd -S` lists as "Define:".
+func (c *Config) Defines() []string { return c.defines }
 
 // ErrorLogFile is the host path of the file Apache writes its main error log to: the global
 // ErrorLog, ServerRoot-relative when not absolute (ap_server_root_relative), or fallback (the
@@ -230,6 +242,13 @@ func ReadConfigWith(l *Layout, override map[string][]byte) (*Config, error) {
 		w.cfg.loaded = append(w.cfg.loaded, id)
 	}
 	sort.Strings(w.cfg.loaded)
+	for name := range w.ev.defined {
+		if v, ok := w.ev.defines[name]; ok {
+			name += "=" + v
+		}
+		w.cfg.defines = append(w.cfg.defines, name)
+	}
+	sort.Strings(w.cfg.defines)
 	return w.cfg, nil
 }
 
@@ -306,7 +325,7 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 		case s.Open:
 			stack = append(stack, s)
 			if strings.EqualFold(s.Name, "VirtualHost") && w.vhost == nil {
-				w.vhost = &VHost{Location: at, Addrs: s.Args}
+				w.vhost = &VHost{Location: at, OpenEnd: s.End, Addrs: s.Args}
 			}
 		case s.Close:
 			if len(stack) > base {
@@ -335,7 +354,7 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 
 func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 	if Traced[strings.ToLower(s.Name)] {
-		d := Directive{Name: s.Name, Args: s.Args, Location: at}
+		d := Directive{Name: s.Name, Args: s.Args, Location: at, End: s.End}
 		if w.vhost != nil {
 			v := w.vhost.Location
 			d.VHost = &v
@@ -414,9 +433,16 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 			w.cfg.ErrorLog, w.cfg.ErrorLogAt, w.cfg.serverRoot = arg(), at, w.serverRoot
 		}
 	case "errorlogformat":
-		if w.vhost == nil && inGlobal(stack) && arg() != "" {
+		if len(s.Args) != 1 { // `ErrorLogFormat connection|request FORMAT`, or invalid
+			break
+		}
+		switch {
+		case w.vhost == nil && inGlobal(stack):
 			a := at
-			w.cfg.ErrorLogFormatAt = &a
+			w.cfg.ErrorLogFormat, w.cfg.ErrorLogFormatAt = arg(), &a
+		case w.vhost != nil && vhostScope(stack):
+			v := w.vhost.Location
+			w.cfg.VHostFormats = append(w.cfg.VHostFormats, Directive{Name: s.Name, Args: s.Args, Location: at, VHost: &v})
 		}
 	case "sslocspproxyurl":
 		if w.vhost == nil {

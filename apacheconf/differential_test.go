@@ -301,7 +301,7 @@ func (h *diffHarness) run(t *testing.T, tree diffTree) diffResult {
 	src := h.write(t, root, tree)
 	res := diffResult{files: "generated files:\n" + tree.String()}
 
-	dump, rejected, err := h.apache(root)
+	dump, runCfg, rejected, err := h.apache(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,9 +318,9 @@ func (h *diffHarness) run(t *testing.T, tree diffTree) diffResult {
 	}
 
 	var got diffView
+	var c *Config
 	l, err := Detect(root)
 	if err == nil {
-		var c *Config
 		if c, err = ReadConfig(l); err == nil {
 			got = diffWalkerView(c)
 		}
@@ -330,6 +330,27 @@ func (h *diffHarness) run(t *testing.T, tree diffTree) diffResult {
 		fmt.Fprintf(&b, "the walker fails where Apache reads the config: %v\n", err)
 		res.kinds = append(res.kinds, "walker error")
 	} else {
+		// The agent's own run-time cross-check (Ask) must find no difference where there is
+		// none: its DUMP_CONFIG reading and its comparison of the Defines -S prints.
+		p := newDumpParser(root)
+		for _, line := range bytes.Split(dump, []byte("\n")) {
+			p.add(line)
+		}
+		if d := c.DumpDisagreement(&p.d); d != "" {
+			fmt.Fprintf(&b, "the run-time DUMP_CONFIG check disagrees: %s\n", d)
+			res.kinds = append(res.kinds, "runtime dump")
+		}
+		var defines []string
+		for _, line := range strings.Split(runCfg, "\n") {
+			if def, ok := strings.CutPrefix(line, "Define: "); ok && def != "DUMP_CONFIG" && def != "DUMP_RUN_CFG" {
+				defines = append(defines, def)
+			}
+		}
+		sort.Strings(defines)
+		if d := diffLists(defines, c.Defines()); d != "" {
+			fmt.Fprintf(&b, "defines (- Apache only, + walker only):\n%s", d)
+			res.kinds = append(res.kinds, "defines")
+		}
 		for _, part := range []struct {
 			kind, title  string
 			apache, ours []string
@@ -385,15 +406,16 @@ func (h *diffHarness) write(t *testing.T, root string, tree diffTree) map[string
 	return src
 }
 
-// apache runs the config test with DUMP_CONFIG. A config Apache refuses comes back as
-// rejected (its output); err is for the harness itself failing.
-func (h *diffHarness) apache(root string) (dump []byte, rejected string, err error) {
+// apache runs the config test with DUMP_CONFIG and DUMP_RUN_CFG (printed after the dump,
+// from its "ServerRoot:" line on). A config Apache refuses comes back as rejected (its
+// output); err is for the harness itself failing.
+func (h *diffHarness) apache(root string) (dump []byte, runCfg, rejected string, err error) {
 	h.sem <- struct{}{}
 	defer func() { <-h.sem }()
 	// apache2 -t reads the config and exits; the timeout only guards against a hang.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	argv := []string{diffApacheBin, "-d", filepath.Join(root, diffServerRoot), "-f", "conf/httpd.conf", "-t", "-D", "DUMP_CONFIG"}
+	argv := []string{diffApacheBin, "-d", filepath.Join(root, diffServerRoot), "-f", "conf/httpd.conf", "-t", "-D", "DUMP_CONFIG", "-D", "DUMP_RUN_CFG"}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// A clean environment: Apache expands ${VAR} from it too, and no generated name may come
 	// from the test's environment. testguard's mark lets it find a leaked process.
@@ -406,18 +428,22 @@ func (h *diffHarness) apache(root string) (dump []byte, rejected string, err err
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err = cmd.Run()
 	if ctx.Err() != nil {
-		return nil, "", fmt.Errorf("%s: timed out: %s", strings.Join(argv, " "), stderr.String())
+		return nil, "", "", fmt.Errorf("%s: timed out: %s", strings.Join(argv, " "), stderr.String())
 	}
 	if _, ok := err.(*exec.ExitError); ok {
-		return nil, fmt.Sprintf("%s: %v\n%s%s", strings.Join(argv, " "), err, stderr.String(), stdout.String()), nil
+		return nil, "", fmt.Sprintf("%s: %v\n%s%s", strings.Join(argv, " "), err, stderr.String(), stdout.String()), nil
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+		return nil, "", "", fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
 	}
-	if !strings.Contains(stderr.String(), "Syntax OK") {
-		return nil, "", fmt.Errorf("%s: no \"Syntax OK\":\n%s", strings.Join(argv, " "), stderr.String())
+	// With DUMP_RUN_CFG Apache prints no "Syntax OK": the run-time section after the dump
+	// says the whole config was read.
+	out := stdout.Bytes()
+	i := bytes.Index(out, []byte("\nServerRoot: "))
+	if !bytes.HasPrefix(out, []byte("ServerRoot: ")) && i < 0 {
+		return nil, "", "", fmt.Errorf("%s: no DUMP_RUN_CFG after the dump:\n%s", strings.Join(argv, " "), out)
 	}
-	return stdout.Bytes(), "", nil
+	return out[:i+1], string(out[i+1:]), "", nil
 }
 
 // diffDirective is one compared directive as either side reports it.

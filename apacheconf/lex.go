@@ -9,11 +9,14 @@ import (
 // stmt is one logical line of an Apache config file: a directive, a container opening
 // (<VirtualHost ...>) or a container closing (</VirtualHost>).
 type stmt struct {
-	Line  int    // physical line the statement starts on, 1-based
-	Name  string // directive or container name as written
-	Args  []string
-	Open  bool // <Name args>
-	Close bool // </Name>
+	// Line is the physical line the statement starts on (1-based); End the one Apache
+	// reports for it (DUMP_CONFIG's "# N:"): its last, and one more when a continuation
+	// runs into the end of the file.
+	Line, End int
+	Name      string // directive or container name as written
+	Args      []string
+	Open      bool // <Name args>
+	Close     bool // </Name>
 }
 
 // lex splits config text into statements the way Apache's ap_cfg_getline and ap_getword_conf
@@ -53,17 +56,19 @@ func statements(data []byte) iter.Seq[stmt] {
 				start, open, logical = num, true, logical[:0]
 			}
 			body := bytes.TrimSuffix(phys, []byte("\r"))
+			end := num
 			if n := len(body); lf && n >= 2 && body[n-1] == '\\' && body[n-2] != '\\' {
 				logical = append(logical, body[:n-1]...)
 				if len(data) > 0 {
 					continue
 				}
+				end++ // ap_cfg_getline counts the empty line the continuation runs into
 			} else {
 				logical = append(logical, phys...)
 			}
 			open = false
 			if s, ok := parseStmt(logical); ok {
-				s.Line = start
+				s.Line, s.End = start, end
 				if !yield(s) {
 					return
 				}

@@ -158,12 +158,15 @@ type Report struct {
 	// Apache is what httpd said when asked, read-only, and whether the agent's reading of the
 	// config agrees with it.
 	Apache struct {
-		Asked        bool     `json:"asked"`
-		Error        string   `json:"error,omitempty"` // why it was not asked, or not answered
-		Version      string   `json:"version,omitempty"`
-		Loaded       []string `json:"loaded_modules,omitempty"`
-		ErrorLog     string   `json:"error_log,omitempty"`
-		Disagreement string   `json:"disagreement,omitempty"`
+		Asked    bool     `json:"asked"`
+		Error    string   `json:"error,omitempty"` // why it was not asked, or not answered
+		Version  string   `json:"version,omitempty"`
+		Loaded   []string `json:"loaded_modules,omitempty"`
+		ErrorLog string   `json:"error_log,omitempty"`
+		// DumpConfig: the reading was also compared, directive by directive, with Apache's
+		// own `-t -D DUMP_CONFIG` (only where mod_info is loaded).
+		DumpConfig   bool   `json:"dump_config"`
+		Disagreement string `json:"disagreement,omitempty"`
 	} `json:"apache"`
 }
 
@@ -274,6 +277,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 		asked.Answers = ans
 		l = &asked
 		r.Apache.Asked, r.Apache.Version, r.Apache.Loaded, r.Apache.ErrorLog = true, ans.Apache.Version, ans.Loaded, ans.ErrorLog
+		r.Apache.DumpConfig = ans.Dump != nil
 	}
 
 	// Apache config and include: the same assessment the daemon decides on.

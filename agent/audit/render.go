@@ -212,6 +212,20 @@ func renderText(w io.Writer, r *Report) error {
 	fmt.Fprintf(w, "layout        %s\n", name(string(r.Layout.Kind)))
 	if r.Layout.Kind != apacheconf.KindUnknown {
 		fmt.Fprintf(w, "httpd.conf    %s\n", path(r.Layout.HTTPDConf))
+		switch {
+		case r.Apache.Asked:
+			asked := "-v -l -M -S and -t -D DUMP_CONFIG"
+			if !r.Apache.DumpConfig {
+				asked = "-v -l -M -S; not DUMP_CONFIG, mod_info is not loaded"
+			}
+			verdict := "the agent's reading agrees"
+			if r.Apache.Disagreement != "" {
+				verdict = "the agent's reading DISAGREES: " + prose(r.Apache.Disagreement)
+			}
+			fmt.Fprintf(w, "apache        %s asked (%s): %s\n", name(r.Apache.Version), asked, verdict)
+		case r.Apache.Error != "":
+			fmt.Fprintf(w, "apache        %s\n", prose(r.Apache.Error))
+		}
 		fmt.Fprintf(w, "include       %s (wired: %s, stapling-agent block: %s)\n", path(r.Layout.IncludeFile), yesNo(r.Layout.IncludeWired), yesNo(r.Stapling.ManagedBlock))
 		global := r.Stapling.Global
 		if global == "" {

@@ -186,14 +186,9 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 // modules and version drive the reading of the config (for the facts and for the remediation
 // alike), and where its answers and the reading disagree, the daemon does not act.
 func askApache(e *env.Env) *apacheconf.Layout {
-	ans, err := apacheconf.Ask(context.Background(), e.Runner, e.Layout)
-	if err != nil {
+	if err := e.AskApache(context.Background()); err != nil {
 		e.Log.Warn().Err(err).Msg("could not ask httpd; reading the config with the defaults")
-		return e.Layout
 	}
-	asked := *e.Layout
-	asked.Answers = ans
-	e.Layout = &asked
 	return e.Layout
 }
 

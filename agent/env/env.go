@@ -6,6 +6,7 @@
 package env
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -104,6 +105,25 @@ func (e *Env) RequireLayout() (*apacheconf.Layout, error) {
 
 // Commands are the config test, restart and rebuild argv: cPanel's defaults for the layout,
 // each replaceable in the configuration (first word resolved under --root).
+// AskApache asks httpd, read-only (apacheconf.Ask), and puts its answers in e's layout: its
+// compiled-in modules and version drive the reading of the config, and where its answers
+// and the reading disagree, nothing is done on the reading (remediate.Assess refuses). When
+// httpd cannot be asked, the layout is left as it was (the defaults) and the error returned.
+func (e *Env) AskApache(ctx context.Context) error {
+	l, err := e.RequireLayout()
+	if err != nil {
+		return err
+	}
+	ans, err := apacheconf.Ask(ctx, e.Runner, l)
+	if err != nil {
+		return err
+	}
+	asked := *l
+	asked.Answers = ans
+	e.Layout = &asked
+	return nil
+}
+
 func (e *Env) Commands() apacheconf.Commands {
 	l := e.Layout
 	c := l.DefaultCommands()

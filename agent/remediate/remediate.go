@@ -141,6 +141,9 @@ type plan struct {
 	// mustStaple lists SSL vhosts that would lose stapling while serving a Must-Staple
 	// certificate.
 	mustStaple []string
+	// disagreement is where Apache's own answers (Layout.Answers) contradict the reading of
+	// current; "" when they agree or Apache was not asked.
+	disagreement string
 }
 
 func (r *Remediator) plan(action state.Action) (*plan, error) {
@@ -185,6 +188,9 @@ func (r *Remediator) plan(action state.Action) (*plan, error) {
 	if !p.changed {
 		p.after = p.current
 	}
+	if l.Answers != nil {
+		p.disagreement = p.current.Disagreement(l.Answers, l.ErrorLog)
+	}
 	p.wired = p.after.Includes(l.Root, l.Include)
 	if action == state.Remediate && p.changed {
 		p.mustStaple = losingMustStaple(l, p.current, p.after)
@@ -212,6 +218,10 @@ func losingMustStaple(l *apacheconf.Layout, before, after *apacheconf.Config) []
 func (r *Remediator) guard(p *plan) error {
 	l := r.Layout
 	switch {
+	case p.disagreement != "":
+		// Where Apache's own answers and the agent's reading differ, the model is wrong
+		// somewhere: nothing may rest on it.
+		return refused("Apache's own reading of its config differs from the agent's: %s", p.disagreement)
 	case p.action == state.Remediate && !apacheconf.InspectInclude(p.next).StaplingOff:
 		return refused("%s would not turn stapling off at global scope even with our block (an unclosed container in it?); fix the file by hand", l.Include)
 	case p.action == state.Remediate && p.wired && noEffect(p.after) != nil:
@@ -256,16 +266,15 @@ func Assess(l *apacheconf.Layout) Assessment {
 		a.Facts.Refusal = err.Error()
 	}
 	if p != nil {
-		a.Config, a.Facts.IncludeOff = p.current, p.before.StaplingOff
+		a.Config, a.Facts.IncludeOff, a.Disagreement = p.current, p.before.StaplingOff, p.disagreement
 	} else {
 		a.Config, a.ConfigErr = apacheconf.ReadConfig(l)
 		if inc, err := apacheconf.ReadFile(l.Path(l.Include), apacheconf.MaxConfigFile); err == nil {
 			a.Facts.IncludeOff = apacheconf.InspectInclude(inc).StaplingOff
 		}
 	}
-	if a.Config != nil && l.Answers != nil {
-		// Where Apache's own answers and the agent's reading differ, the model is wrong
-		// somewhere: nothing may rest on it.
+	if p == nil && a.Config != nil && l.Answers != nil {
+		// No plan (the include cannot be changed): the reading is still checked.
 		if d := a.Config.Disagreement(l.Answers, l.ErrorLog); d != "" {
 			a.Disagreement = d
 			a.Facts.Refusal = "Apache's own reading of its config differs from the agent's: " + d
