@@ -636,11 +636,34 @@ func (r *Remediator) rebuild(ctx context.Context, p *plan, action state.Action) 
 // scope: a global `SSLUseStapling On` read after it (post_virtualhost_global.conf, a
 // version-specific _2.conf include, an admin's conf.d file) wins, as the last global one does.
 // A restart would then change nothing, so the change is refused before anything is written.
+//
+// Every global On read after the last global Off is named: removing only the last one would
+// let the one before it win, and the next attempt would be refused again.
 func noEffect(after *apacheconf.Config) error {
 	if after.Global != "on" {
 		return nil
 	}
-	return fmt.Errorf("turning stapling off there would have no effect: `SSLUseStapling On` at %s:%d is read after it and wins (the last global one does); remove that line, or set it to off", after.GlobalAt.File, after.GlobalAt.Line)
+	var ons []string
+	for _, d := range after.Trace {
+		if d.VHost != nil || !strings.EqualFold(d.Name, "SSLUseStapling") || len(d.Args) != 1 {
+			continue
+		}
+		switch strings.ToLower(d.Args[0]) {
+		case "off":
+			ons = ons[:0]
+		case "on":
+			ons = append(ons, fmt.Sprintf("%s:%d", d.File, d.Line))
+		}
+	}
+	if len(ons) == 0 { // cannot happen while Global is on; name the winner anyway
+		ons = append(ons, fmt.Sprintf("%s:%d", after.GlobalAt.File, after.GlobalAt.Line))
+	}
+	what := "`SSLUseStapling On` at " + ons[0] + " is read after it and wins (the last global one does); remove that line, or set it to off"
+	if len(ons) > 1 {
+		what = fmt.Sprintf("%d global `SSLUseStapling On` lines are read after it (%s), and the last global one wins; remove them, or set them to off",
+			len(ons), strings.Join(ons, ", "))
+	}
+	return fmt.Errorf("turning stapling off there would have no effect: %s", what)
 }
 
 func (r *Remediator) testAndRestart(ctx context.Context, p *plan, action state.Action) error {

@@ -476,6 +476,18 @@ func TestRemediateRefusesWhenALaterGlobalOnWins(t *testing.T) {
 	if a := Assess(f.Layout); !strings.Contains(a.Facts.Refusal, post+":2") {
 		t.Fatalf("assessment: %q", a.Facts.Refusal)
 	}
+
+	// Every global On after the last global Off is named (removing only the winner would let
+	// the one before it win); an On that a later Off already beats is not.
+	v2 := "/etc/apache2/conf.d/includes/pre_virtualhost_2.conf"
+	httpd = wiredHTTPD + "Include \"" + v2 + "\"\nInclude \"" + post + "\"\n"
+	f = newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes,
+		v2: "SSLUseStapling On\nSSLUseStapling off\nSSLUseStapling on\n", post: "# admin\nSSLUseStapling On\n"})
+	_, err = f.r.Remediate(context.Background(), false)
+	want := "2 global `SSLUseStapling On` lines are read after it (" + v2 + ":3, " + post + ":2)"
+	if outcome(err) != Refused || !strings.Contains(err.Error(), want) || f.runner.Names() != "" {
+		t.Fatalf("err = %v, want %q", err, want)
+	}
 }
 
 // Conditional sections are evaluated as Apache does: an admin's off inside `<IfModule mod_ssl>`
