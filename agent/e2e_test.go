@@ -387,13 +387,17 @@ func TestE2EStaplePerVhostMatchesTheReading(t *testing.T) {
 	vhost := func(name, body string) string {
 		return fmt.Sprintf("<VirtualHost 127.0.0.1:%s>\n    ServerName %s\n    SSLEngine on\n    SSLCertificateFile ssl/shop.test.combined\n%s</VirtualHost>\n", l.httpsPort, name, body)
 	}
-	sample := "Define STAPLE_ON on\n" +
+	sample := "Define STAPLE_ON on\nDefine STAPLE_LINE \"SSLUseStapling on\"\nDefine STAPLE_OFF off\n" +
 		vhost("inherits.test", "") +
 		vhost("own-on.test", "    SSLUseStapling on\n") +
 		vhost("wrong-module.test", "    <IfModule mod_ssl>\n        SSLUseStapling on\n    </IfModule>\n") +
 		vhost("ifversion.test", "    <IfVersion >= 2.4>\n        SSLUseStapling on\n    </IfVersion>\n") +
 		vhost("define.test", "    SSLUseStapling ${STAPLE_ON}\n") +
 		vhost("continued.test", "    SSLUseStapling \\\n        on\n") +
+		// ${VAR} is expanded on the whole line before it is split: a variable can hold the
+		// whole directive, and a FLAG takes the first word of what it gets.
+		vhost("whole-line.test", "    ${STAPLE_LINE}\n") +
+		vhost("flag-first.test", "    SSLUseStapling on ${STAPLE_OFF}\n") +
 		vhost("userdata.test", "    IncludeOptional conf.d/userdata/ssl/2_4/u/userdata.test/*.conf\n")
 	os.WriteFile(filepath.Join(conf, "sample.conf"), []byte(sample), 0o644)
 	os.MkdirAll(filepath.Join(conf, "userdata/ssl/2_4/u/userdata.test"), 0o755)
@@ -414,7 +418,7 @@ func TestE2EStaplePerVhostMatchesTheReading(t *testing.T) {
 		reading[v.ServerName] = cfg.StaplingOf(v)
 	}
 	want := map[string]bool{"inherits.test": false, "own-on.test": true, "wrong-module.test": false, "ifversion.test": true,
-		"define.test": true, "continued.test": true, "userdata.test": true}
+		"define.test": true, "continued.test": true, "userdata.test": true, "whole-line.test": true, "flag-first.test": true}
 	for name, on := range want {
 		// The first handshake makes mod_ssl fetch the staple; the second is served from the cache.
 		stapled := false

@@ -234,7 +234,7 @@ func ReadConfigWith(l *Layout, override map[string][]byte) (*Config, error) {
 	if l.Answers != nil {
 		a = l.Answers.Apache
 	}
-	w := &walker{l: l, serverRoot: l.ServerRoot, cfg: &Config{}, override: override, ev: newEvalState(a)}
+	w := &walker{l: l, serverRoot: l.ServerRoot, cfg: &Config{}, override: override, ev: newEvalState(a), names: map[string]string{}}
 	if err := w.file(l.HTTPDConf, nil, 0); err != nil {
 		return nil, err
 	}
@@ -260,6 +260,20 @@ type walker struct {
 	override   map[string][]byte
 	vhost      *VHost
 	ev         *evalState
+	names      map[string]string // directive names as written, lowered (lower)
+}
+
+// lower is name in lower case. A config of 600,000 lines has a few dozen directive names,
+// spelled as cPanel's template does: they are lowered once each, not once a line.
+func (w *walker) lower(name string) string {
+	if l, ok := w.names[name]; ok {
+		return l
+	}
+	l := strings.ToLower(name)
+	if len(w.names) < 1024 {
+		w.names[name] = l
+	}
+	return l
 }
 
 // resolve makes an Apache path argument a clean host path: relative paths are relative to
@@ -309,7 +323,7 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 			case w.vhost != nil:
 				// cPanel's ownership markers sit in conditionals (suexec, ruid2) that hold
 				// only where those modules are loaded; whose vhost it is does not depend on it.
-				w.owner(s)
+				w.owner(w.lower(s.Name), s)
 			}
 			continue
 		}
@@ -353,7 +367,8 @@ func (w *walker) file(host string, stack []stmt, depth int) error {
 }
 
 func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
-	if Traced[strings.ToLower(s.Name)] {
+	name := w.lower(s.Name)
+	if Traced[name] {
 		d := Directive{Name: s.Name, Args: s.Args, Location: at, End: s.End}
 		if w.vhost != nil {
 			v := w.vhost.Location
@@ -367,7 +382,6 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 		}
 		return ""
 	}
-	name := strings.ToLower(s.Name)
 	switch name {
 	case "serverroot":
 		if w.vhost == nil && arg() != "" {
@@ -450,7 +464,7 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 		}
 	}
 	if w.vhost != nil {
-		w.owner(s)
+		w.owner(name, s)
 	}
 	if w.vhost == nil || !vhostScope(stack) {
 		return nil
@@ -485,8 +499,8 @@ func (w *walker) directive(s stmt, at Location, stack []stmt, depth int) error {
 // <IfModule suexec_module><IfModule !mod_ruid2.c>, or mod_ruid2's RUidGid), even in a section
 // that does not hold: which module is loaded changes how the account's code runs, not whose
 // vhost it is.
-func (w *walker) owner(s stmt) {
-	if n := strings.ToLower(s.Name); (n == "suexecusergroup" || n == "ruidgid") && len(s.Args) > 0 {
+func (w *walker) owner(n string, s stmt) {
+	if (n == "suexecusergroup" || n == "ruidgid") && len(s.Args) > 0 {
 		w.vhost.Account = s.Args[0]
 	}
 }

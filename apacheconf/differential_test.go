@@ -523,7 +523,9 @@ func (o diffOracle) effective() []string {
 	global := ""
 	own := map[Location]string{}
 	for _, d := range o.directives {
-		if d.name != "sslusestapling" || len(d.args) != 1 {
+		// SSLUseStapling is a FLAG: invoke_cmd reads its first word and ignores the rest
+		// (`SSLUseStapling on off`, from a ${VAR}, is on).
+		if d.name != "sslusestapling" || len(d.args) == 0 {
 			continue
 		}
 		if d.vhost == nil {
@@ -621,7 +623,8 @@ func diffParseDump(dump []byte, root string, src map[string]string) (diffOracle,
 func (o diffOracle) check(src map[string]string) error {
 	for _, d := range o.directives {
 		stmt := diffStatementAt(src[d.at.File], d.at.Line)
-		if !strings.HasPrefix(strings.ToLower(stmt), d.name+" ") {
+		// A statement that starts with ${VAR} takes its name from the variable.
+		if !strings.HasPrefix(strings.ToLower(stmt), d.name+" ") && !strings.HasPrefix(stmt, "${") {
 			return fmt.Errorf("%s:%d is %q, not the %s Apache reported", d.at.File, d.at.Line, stmt, d.name)
 		}
 	}
@@ -856,8 +859,15 @@ func (g *diffGen) statement(sc diffScope, depth, nest int) string {
 		}
 		return g.pick("SSLStaplingCache", "sslstaplingcache") + " " +
 			g.pick("shmcb:run/stapling_cache(128000)", `"shmcb:run/stapling(64000)"`)
-	case k < 14:
+	case k < 13:
 		return g.define()
+	case k < 14:
+		// A whole directive in a variable: Apache expands ${VAR} on the logical line before
+		// splitting it into words, so the value's words (and quotes) become the directive.
+		if g.chance(50) {
+			return g.pick("Define", "define") + " LINE " + g.pick(`"SSLUseStapling on"`, `"SSLUseStapling Off"`, `'ErrorLog "logs/a b_log"'`, `"SSLUseStapling"`)
+		}
+		return "<IfDefine LINE>\n    ${LINE}" + g.pick("", " ", " ${STAP}") + "\n</IfDefine>"
 	case k < 15:
 		return g.pick("UnDefine", "undefine") + " " + g.pick("FLAG_A", "FLAG_B", "LOGN")
 	case k < 20:

@@ -117,22 +117,23 @@ func (e *evalState) expand(s string) string {
 // maxExpanded bounds a value after ${VAR} expansion: far beyond any real directive.
 const maxExpanded = 64 * 1024
 
-// expandStmt expands ${NAME} in a statement's name and arguments.
+// expandStmt expands ${NAME} in a statement as server/config.c's ap_build_config_sub does:
+// on the whole logical line, before it is split into words (RESOLVE_ENV_PER_TOKEN is not
+// defined), so a value may hold several words, quotes, or the directive's name itself.
 func (e *evalState) expandStmt(s stmt) stmt {
-	s.Name = e.expand(s.Name)
-	var args []string
-	for i, a := range s.Args {
-		if x := e.expand(a); x != a {
-			if args == nil {
-				args = append([]string(nil), s.Args...)
-			}
-			args[i] = x
-		}
+	if !strings.Contains(s.text, "${") {
+		return s
 	}
-	if args != nil {
-		s.Args = args
+	x := strings.TrimSpace(e.expand(s.text))
+	if x == s.text {
+		return s
 	}
-	return s
+	n, ok := parseText(x)
+	if !ok { // expanded to nothing: Apache skips an empty line
+		n = stmt{text: x}
+	}
+	n.Line, n.End = s.Line, s.End
+	return n
 }
 
 // holds reports whether a conditional container's contents apply.

@@ -15,8 +15,9 @@ type stmt struct {
 	Line, End int
 	Name      string // directive or container name as written
 	Args      []string
-	Open      bool // <Name args>
-	Close     bool // </Name>
+	Open      bool   // <Name args>
+	Close     bool   // </Name>
+	text      string // the logical line, trimmed: what ${VAR} expansion works on
 }
 
 // lex splits config text into statements the way Apache's ap_cfg_getline and ap_getword_conf
@@ -82,7 +83,17 @@ func parseStmt(line []byte) (stmt, bool) {
 	if len(line) == 0 || line[0] == '#' {
 		return stmt{}, false
 	}
-	text := string(line)
+	return parseText(string(line))
+}
+
+// parseText splits a trimmed, non-comment logical line into a statement.
+func parseText(text string) (stmt, bool) {
+	s, ok := parseWords(text)
+	s.text = text
+	return s, ok
+}
+
+func parseWords(text string) (stmt, bool) {
 	if strings.HasPrefix(text, "</") {
 		name := strings.TrimSpace(strings.TrimSuffix(text[2:], ">"))
 		if name == "" {
@@ -99,13 +110,16 @@ func parseStmt(line []byte) (stmt, bool) {
 		return stmt{Name: words[0], Args: words[1:], Open: true}, true
 	}
 	words := splitArgs(text)
+	if len(words) == 0 {
+		return stmt{}, false
+	}
 	return stmt{Name: words[0], Args: words[1:]}, true
 }
 
 // splitArgs follows ap_getword_conf: whitespace separates words; a word that starts with a
 // quote runs to the matching quote, inside which a backslash escapes that quote.
 func splitArgs(s string) []string {
-	var words []string
+	words := make([]string, 0, 4) // most directives have one to three arguments
 	for {
 		s = strings.TrimLeft(s, " \t")
 		if s == "" {
