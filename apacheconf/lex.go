@@ -120,14 +120,17 @@ func parseWords(text string) (stmt, bool) {
 // quote runs to the matching quote, inside which a backslash escapes that quote.
 func splitArgs(s string) []string {
 	words := make([]string, 0, 4) // most directives have one to three arguments
+	i := 0
 	for {
-		s = strings.TrimLeft(s, " \t")
-		if s == "" {
+		for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
+			i++
+		}
+		if i == len(s) {
 			return words
 		}
-		if q := s[0]; q == '"' || q == '\'' {
+		if q := s[i]; q == '"' || q == '\'' {
 			var b strings.Builder
-			i := 1
+			i++
 			for ; i < len(s) && s[i] != q; i++ {
 				if s[i] == '\\' && i+1 < len(s) && s[i+1] == q {
 					i++
@@ -138,15 +141,14 @@ func splitArgs(s string) []string {
 			if i < len(s) {
 				i++
 			}
-			s = s[i:]
 			continue
 		}
-		i := strings.IndexAny(s, " \t")
-		if i < 0 {
-			return append(words, s)
+		j := i
+		for j < len(s) && s[j] != ' ' && s[j] != '\t' {
+			j++
 		}
-		words = append(words, s[:i])
-		s = s[i:]
+		words = append(words, s[i:j])
+		i = j
 	}
 }
 

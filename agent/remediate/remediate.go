@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -298,6 +297,7 @@ func (a *Assessment) responders(l *apacheconf.Layout) {
 	a.Certs = map[string]*probe.CertFile{}
 	byKey := map[string]*policy.Responder{}
 	accounts := map[string]bool{}
+	served := map[[2]string]bool{} // responder key and account: 3,000 accounts share one CA
 	var keys []string
 	for _, v := range a.Config.VHosts {
 		if !v.SSL {
@@ -337,7 +337,8 @@ func (a *Assessment) responders(l *apacheconf.Layout) {
 				a.Certs[k] = cf
 			}
 			r.VHosts = append(r.VHosts, v.Name())
-			if !slices.Contains(r.Accounts, owner) {
+			if !served[[2]string{k, owner}] {
+				served[[2]string{k, owner}] = true
 				r.Accounts = append(r.Accounts, owner)
 			}
 		}
