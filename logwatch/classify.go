@@ -4,8 +4,9 @@
 // byte prefilter, rotated predecessors) and follows the live file through cpanellogd's
 // rotations (Follower).
 //
-// Only lines that Apache itself wrote in its default ErrorLogFormat, from module ssl, with the
-// AH code in message position, are events. Client-controlled text (request URIs, Referer, PHP
+// Only lines that Apache itself wrote in its default ErrorLogFormat (or in a custom one, read
+// with a Format from ParseFormat), from module ssl, with the AH code in message position, are
+// events. Client-controlled text (request URIs, Referer, PHP
 // messages, ModSecurity fields) can contain any string, so it is never matched: parsing starts
 // at the first byte of the line and every field up to the code must be exactly what Apache
 // writes (FACTS.md sections 2 and 3; fail2ban's CVE-2013-2178 came from matching free text).
@@ -162,10 +163,7 @@ func Classify(line []byte) Event {
 		rest = rest[end+2:]
 	}
 	// AHnnnnn: at message position.
-	if len(rest) < 9 || rest[0] != 'A' || rest[1] != 'H' || !isDigits(rest[2:7]) || rest[7] != ':' || rest[8] != ' ' {
-		return Event{}
-	}
-	info, ok := codes[string(rest[:7])]
+	info, ok := codeAt(rest)
 	if !ok {
 		return Event{}
 	}
@@ -173,19 +171,35 @@ func Classify(line []byte) Event {
 	if !ok {
 		return Event{}
 	}
-	msg := rest[9:]
+	return newEvent(info, t, rest, level, proc, status)
+}
+
+// codeAt reports whether msg, the text at message position, starts with "AHnnnnn: " naming
+// one of the codes we classify.
+func codeAt(msg []byte) (codeInfo, bool) {
+	if len(msg) < 9 || msg[0] != 'A' || msg[1] != 'H' || !isDigits(msg[2:7]) || msg[7] != ':' || msg[8] != ' ' {
+		return codeInfo{}, false
+	}
+	info, ok := codes[string(msg[:7])]
+	return info, ok
+}
+
+// newEvent builds the event for a line whose header has been parsed and whose message, msg,
+// starts with a code codeAt accepted. It is shared by Classify and Format.Classify, so that
+// the code and cause logic exists once.
+func newEvent(info codeInfo, t time.Time, msg, level, proc, status []byte) Event {
 	ev := Event{
 		Kind:   info.kind,
 		Time:   t,
-		Code:   string(rest[:7]),
+		Code:   string(msg[:7]),
 		Level:  string(level),
 		Proc:   string(proc),
 		Status: string(status),
-		Detail: string(msg),
+		Detail: string(msg[9:]),
 	}
 	if ev.Kind == KindTransport {
-		ev.Cause = transportCause(ev.Code, info.cause, ev.Status, msg)
-		ev.Responder = responderOf(ev.Code, msg)
+		ev.Cause = transportCause(ev.Code, info.cause, ev.Status, msg[9:])
+		ev.Responder = responderOf(ev.Code, msg[9:])
 	}
 	return ev
 }

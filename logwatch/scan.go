@@ -31,7 +31,8 @@ const (
 	probeLimit = 256 * 1024
 )
 
-// candidate is the prefilter: every stapling event is written by mod_ssl, as "[ssl:level]".
+// candidate is the prefilter for the default format: every stapling event is written by
+// mod_ssl, as "[ssl:level]". A Format has its own (Format.needle).
 var candidate = []byte("[ssl:")
 
 // ScanStats describes what a history scan read.
@@ -62,20 +63,30 @@ func ScanHistory(path string, since, until time.Time, fn func(Event)) (ScanStats
 // bounds an archive crafted to decompress without end) and returns an error wrapping
 // ctx.Err().
 func ScanHistoryContext(ctx context.Context, path string, since, until time.Time, fn func(Event)) (ScanStats, error) {
+	return ScanHistoryFormat(ctx, path, nil, since, until, fn)
+}
+
+// ScanHistoryFormat is ScanHistoryContext for a log written in the ErrorLogFormat f (nil:
+// Apache's default). Lines are classified with f.Classify, the window search reads times
+// with f.Time, and the prefilter is the text Apache writes around "ssl" in f's %m field,
+// which every event line holds, so the counts equal those of classifying every line.
+// All files of the history are read with the one format: lines written before a change of
+// ErrorLogFormat (or by Apache before it read its configuration) are not events.
+func ScanHistoryFormat(ctx context.Context, path string, f *Format, since, until time.Time, fn func(Event)) (ScanStats, error) {
 	var st ScanStats
-	files, err := historyFiles(ctx, path, since)
+	files, err := historyFiles(ctx, path, f, since)
 	if err != nil {
 		return st, err
 	}
 	// Scan oldest first. Each file covers [its first timestamp, the next newer file's first
 	// timestamp): an archive that already holds error_log.bkup's lines does not count twice.
 	for i := len(files) - 1; i >= 0; i-- {
-		f := files[i]
+		hf := files[i]
 		end := until
 		if i > 0 && !files[i-1].first.IsZero() && files[i-1].first.Before(end) {
 			end = files[i-1].first
 		}
-		if err := scanFile(ctx, f, since, end, &st, fn); err != nil {
+		if err := scanFile(ctx, hf, f, since, end, &st, fn); err != nil {
 			return st, err
 		}
 	}
@@ -89,9 +100,9 @@ type histFile struct {
 }
 
 // historyFiles lists the current log and as many predecessors as the window needs, newest first.
-func historyFiles(ctx context.Context, path string, since time.Time) ([]histFile, error) {
+func historyFiles(ctx context.Context, path string, lf *Format, since time.Time) ([]histFile, error) {
 	cur := histFile{path: path}
-	first, err := firstTime(ctx, cur)
+	first, err := firstTime(ctx, cur, lf)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +113,7 @@ func historyFiles(ctx context.Context, path string, since time.Time) ([]histFile
 	}
 	for _, p := range predecessors(path) {
 		f := histFile{path: p.path, gz: p.gz}
-		t, err := firstTime(ctx, f)
+		t, err := firstTime(ctx, f, lf)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
@@ -247,30 +258,28 @@ func open(ctx context.Context, f histFile) (io.ReadCloser, error) {
 }
 
 // firstTime is the timestamp of the first timestamped line in the file's head.
-func firstTime(ctx context.Context, f histFile) (time.Time, error) {
+func firstTime(ctx context.Context, f histFile, lf *Format) (time.Time, error) {
 	r, err := open(ctx, f)
 	if err != nil {
 		return time.Time{}, err
 	}
 	defer r.Close()
-	t, _ := firstTimeIn(io.LimitReader(r, probeLimit))
+	t, _ := firstTimeIn(io.LimitReader(r, probeLimit), lf)
 	if err := ctx.Err(); err != nil {
 		return time.Time{}, fmt.Errorf("read %s: %w", f.path, err)
 	}
 	return t, nil
 }
 
-// firstTimeIn returns the first parseable timestamp in r and how many bytes precede its line.
-func firstTimeIn(r io.Reader) (time.Time, bool) {
+// firstTimeIn returns the first timestamp in r that lf.Time can read.
+func firstTimeIn(r io.Reader, lf *Format) (time.Time, bool) {
 	// 8 KiB: a probe needs one timestamped line, and the window search makes a few dozen
 	// probes (samples included); small reads keep a one-hour audit a handful of page reads.
 	br := bufio.NewReaderSize(r, 8*1024)
 	for {
 		line, err := br.ReadSlice('\n')
-		if ts, _, ok := cutTimestamp(line); ok {
-			if t, ok := parseTime(ts); ok {
-				return t, true
-			}
+		if t, ok := lf.Time(line); ok {
+			return t, true
 		}
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return time.Time{}, false
@@ -278,7 +287,7 @@ func firstTimeIn(r io.Reader) (time.Time, bool) {
 	}
 }
 
-func scanFile(ctx context.Context, f histFile, since, until time.Time, st *ScanStats, fn func(Event)) error {
+func scanFile(ctx context.Context, f histFile, lf *Format, since, until time.Time, st *ScanStats, fn func(Event)) error {
 	r, err := open(ctx, f)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", f.path, err)
@@ -287,7 +296,7 @@ func scanFile(ctx context.Context, f histFile, since, until time.Time, st *ScanS
 	st.Files = append(st.Files, f.path)
 	skipPartial := false
 	if fh, ok := r.(*os.File); ok && !f.first.IsZero() && f.first.Before(since.Add(-disorderSlack)) {
-		off, err := seekTime(ctx, fh, since.Add(-disorderSlack), until)
+		off, err := seekTime(ctx, fh, lf, since.Add(-disorderSlack), until)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", f.path, err)
 		}
@@ -301,7 +310,7 @@ func scanFile(ctx context.Context, f histFile, since, until time.Time, st *ScanS
 		}
 		skipPartial = off > 0
 	}
-	err = scanStream(ctx, r, skipPartial, st, func(ev Event) {
+	err = scanStream(ctx, r, lf, skipPartial, st, func(ev Event) {
 		if !ev.Time.Before(since) && ev.Time.Before(until) {
 			fn(ev)
 		}
@@ -314,7 +323,7 @@ func scanFile(ctx context.Context, f histFile, since, until time.Time, st *ScanS
 
 // seekTime finds, by binary search on line timestamps, an offset at or before the first line
 // stamped at or after t. The offset may fall inside a line; the caller skips to the next one.
-func seekTime(ctx context.Context, f *os.File, t, until time.Time) (int64, error) {
+func seekTime(ctx context.Context, f *os.File, lf *Format, t, until time.Time) (int64, error) {
 	info, err := f.Stat()
 	if err != nil {
 		return 0, err
@@ -339,7 +348,7 @@ func seekTime(ctx context.Context, f *os.File, t, until time.Time) (int64, error
 				return time.Time{}, false, nil
 			}
 		}
-		pt, ok := firstTimeIn(br)
+		pt, ok := firstTimeIn(br, lf)
 		if ok {
 			probes = append(probes, probe{off, pt})
 		}
@@ -402,7 +411,7 @@ func disordered(probes []probe, until time.Time) bool {
 // in SIMD); only candidate lines are parsed. A line longer than the buffer is skipped whole,
 // its bytes dropped as they arrive, so memory stays at bufSize. ctx is checked before each
 // read: cancellation takes effect within one buffer's worth of work.
-func scanStream(ctx context.Context, r io.Reader, skipPartial bool, st *ScanStats, fn func(Event)) error {
+func scanStream(ctx context.Context, r io.Reader, lf *Format, skipPartial bool, st *ScanStats, fn func(Event)) error {
 	buf := make([]byte, bufSize)
 	n := 0           // bytes in buf
 	discard := false // inside a line longer than the buffer
@@ -441,7 +450,7 @@ func scanStream(ctx context.Context, r io.Reader, skipPartial bool, st *ScanStat
 				st.Lines++
 			}
 		}
-		scanLines(data[:end], st, fn)
+		scanLines(data[:end], lf, st, fn)
 		rest := copy(buf, data[end:])
 		n = rest
 		if err == io.EOF {
@@ -454,11 +463,15 @@ func scanStream(ctx context.Context, r io.Reader, skipPartial bool, st *ScanStat
 }
 
 // scanLines handles a run of complete lines.
-func scanLines(data []byte, st *ScanStats, fn func(Event)) {
+func scanLines(data []byte, lf *Format, st *ScanStats, fn func(Event)) {
+	needle := candidate
+	if lf != nil {
+		needle = lf.needle
+	}
 	st.Lines += int64(bytes.Count(data, []byte{'\n'}))
 	st.Skipped += countLong(data)
 	for off := 0; off < len(data); {
-		i := bytes.Index(data[off:], candidate)
+		i := bytes.Index(data[off:], needle)
 		if i < 0 {
 			return
 		}
@@ -470,7 +483,7 @@ func scanLines(data []byte, st *ScanStats, fn func(Event)) {
 		} else {
 			end += i
 		}
-		if ev := Classify(data[start:end]); ev.Kind != KindNone {
+		if ev := lf.Classify(data[start:end]); ev.Kind != KindNone {
 			fn(ev)
 		}
 		off = end + 1
