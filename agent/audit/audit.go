@@ -83,12 +83,15 @@ type Report struct {
 	Summary      string    `json:"summary"`
 
 	Layout struct {
-		Kind           apacheconf.Kind `json:"kind"`
-		HTTPDConf      string          `json:"httpd_conf"`
-		IncludeFile    string          `json:"include_file"`
-		IncludeWired   bool            `json:"include_wired"`
-		ErrorLog       string          `json:"error_log"`
-		RestartCommand string          `json:"restart_command"`
+		Kind         apacheconf.Kind `json:"kind"`
+		HTTPDConf    string          `json:"httpd_conf"`
+		IncludeFile  string          `json:"include_file"`
+		IncludeWired bool            `json:"include_wired"`
+		ErrorLog     string          `json:"error_log"`
+		// ErrorLogFormat is the main server's custom format as configured, "" for Apache's
+		// default; the audit reads failures in it.
+		ErrorLogFormat string `json:"error_log_format,omitempty"`
+		RestartCommand string `json:"restart_command"`
 	} `json:"layout"`
 	Window struct {
 		Since time.Time `json:"since"`
@@ -284,8 +287,11 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	a := remediate.Assess(l)
 	r.Apache.Disagreement = a.Disagreement
 	// The error log Apache really writes (the config's ErrorLog), in the only format parsed.
-	logPath, logPathErr := a.ErrorLog(l)
+	logPath, logFormat, logPathErr := a.ErrorLog(l)
 	r.Layout.ErrorLog = logPath
+	if a.Config != nil {
+		r.Layout.ErrorLogFormat = a.Config.ErrorLogFormat
+	}
 	if logPathErr != nil {
 		r.Layout.ErrorLog = l.ErrorLog
 	}
@@ -336,7 +342,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 		r.Status, r.Summary = Unknown, "cannot audit the error log: "+logPathErr.Error()
 		return r
 	}
-	st, logErr := logwatch.ScanHistoryContext(ctx, l.Path(logPath), r.Window.Since, now.Add(time.Second), func(ev logwatch.Event) {
+	st, logErr := logwatch.ScanHistoryFormat(ctx, l.Path(logPath), logFormat, r.Window.Since, now.Add(time.Second), func(ev logwatch.Event) {
 		switch ev.Kind {
 		case logwatch.KindCertStatus:
 			r.CertificateEvents.add(ev)
@@ -401,7 +407,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	// policy window (daemon.Start does exactly this).
 	if o.Since < cfg.Policy.Window {
 		var err error
-		if daemonView, err = countSince(ctx, l.Path(logPath), a.Facts, recent, now, memNow, cfg.Policy.Window); !check(CheckErrorLog, err) {
+		if daemonView, err = countSince(ctx, l.Path(logPath), logFormat, a.Facts, recent, now, memNow, cfg.Policy.Window); !check(CheckErrorLog, err) {
 			r.Status, r.Summary = Unknown, "cannot read the error log: "+err.Error()
 			return r
 		}
@@ -424,11 +430,11 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 // countSince replays the policy window when the audit's own window (--since) is shorter: the
 // failures from `from` on that count (after our last restart's grace), as the daemon's start
 // counts them.
-func countSince(ctx context.Context, logFile string, facts policy.Facts, from, now time.Time, mem policy.Memory, window time.Duration) (*policy.Counter, error) {
+func countSince(ctx context.Context, logFile string, format *logwatch.Format, facts policy.Facts, from, now time.Time, mem policy.Memory, window time.Duration) (*policy.Counter, error) {
 	c := &policy.Counter{Window: window}
 	var corr logwatch.Correlator
 	var latest time.Time
-	_, err := logwatch.ScanHistoryContext(ctx, logFile, from, now.Add(time.Second), func(ev logwatch.Event) {
+	_, err := logwatch.ScanHistoryFormat(ctx, logFile, format, from, now.Add(time.Second), func(ev logwatch.Event) {
 		f, ok := corr.Add(ev)
 		if !ok || f.Time.After(now.Add(policy.MaxSkew)) || (!latest.IsZero() && f.Time.Before(latest.Add(-policy.MaxSkew))) {
 			return

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,7 +71,8 @@ type Daemon struct {
 	rem     *remediate.Remediator
 	dryRun  bool // forced by --dry-run; otherwise the config's mode decides
 	reload  func() (*env.Env, error)
-	logPath string // host path of the error log followed
+	logPath string           // host path of the error log followed
+	format  *logwatch.Format // its ErrorLogFormat; nil for Apache's default
 	// Notify sends a state to systemd (sd_notify); nil does nothing.
 	Notify func(string)
 	// Probe asks the responders of the configured certificates (auto-revert); tests replace it.
@@ -173,11 +175,11 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 	// Follow the file Apache really writes (its ErrorLog), in the only format parsed. The
 	// reading goes into the facts cache, so the start finds it there.
 	a := d.facts.get(l, e.Now())
-	logPath, err := a.ErrorLog(l)
+	logPath, format, err := a.ErrorLog(l)
 	if err != nil {
 		return nil, &remediate.Error{Outcome: remediate.Refused, Err: err}
 	}
-	d.logPath = logPath
+	d.logPath, d.format = logPath, format
 	d.follow = &logwatch.Follower{Path: l.Path(logPath), OnError: d.followError}
 	return d, nil
 }
@@ -305,7 +307,7 @@ func (d *Daemon) begin(ctx context.Context) {
 	}
 	from := d.start.Add(-e.Config.Policy.Window)
 	replay := func(ev logwatch.Event) { d.handle(ev, ev.Time) }
-	if _, err := logwatch.ScanHistoryContext(ctx, d.follow.Path, from, d.start, replay); err != nil {
+	if _, err := logwatch.ScanHistoryFormat(ctx, d.follow.Path, d.format, from, d.start, replay); err != nil {
 		d.followError(fmt.Errorf("replay history: %w", err))
 	}
 	e.Log.Info().Str("error_log", d.logPath).Str("mode", string(d.mode(e, d.dryRun))).Int("threshold", e.Config.Policy.Threshold).
@@ -315,7 +317,7 @@ func (d *Daemon) begin(ctx context.Context) {
 // poll reads what the log gained since the last poll.
 func (d *Daemon) poll() {
 	d.follow.Poll(func(line []byte) {
-		ev := logwatch.Classify(line)
+		ev := d.format.Classify(line)
 		if ev.Kind == logwatch.KindNone {
 			return
 		}
@@ -472,7 +474,7 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 	ctx = context.WithoutCancel(ctx)
 	switch j.kind {
 	case policy.FinishInterrupted:
-		return d.remediate(ctx, j, policy.Decision{Kind: policy.FinishInterrupted, Reason: "a remediation was interrupted; finishing it"})
+		return d.remediate(ctx, j, policy.Decision{Kind: policy.FinishInterrupted, Reason: "a remediation was interrupted; finishing it"}, nil)
 	case policy.AutoRevert:
 		d.checkAutoRevert(ctx, j)
 		return result{}
@@ -488,7 +490,7 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 	res := result{facts: &a.Facts}
 	switch dec.Kind {
 	case policy.Act:
-		r := d.remediate(ctx, j, dec)
+		r := d.remediate(ctx, j, dec, a)
 		r.facts = res.facts
 		return r
 	case policy.DryRun:
@@ -521,13 +523,15 @@ func (d *Daemon) ask(ctx context.Context, rawURL string, cf *probe.CertFile, tim
 	return c
 }
 
-func (d *Daemon) remediate(ctx context.Context, j job, dec policy.Decision) result {
+// remediate carries out an Act decision made on a (nil: plan afresh). The assessment's plan
+// is reused, so the write follows the decision without reading the config again.
+func (d *Daemon) remediate(ctx context.Context, j job, dec policy.Decision, a *remediate.Assessment) result {
 	now := j.env.Now()
 	j.rem.Affected = nil
 	if dec.Affected != nil {
 		j.rem.Affected = dec.Affected.VHosts // the journal gets the outage's impact
 	}
-	_, err := j.rem.Remediate(ctx, false)
+	_, err := j.rem.RemediateAssessed(ctx, a)
 	d.facts.invalidate()
 	if remediate.IsRefused(err) {
 		// Refused under the lock (the host changed since the facts were read): nothing was
@@ -637,9 +641,16 @@ func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessm
 	a := remediate.Assess(l)
 	c.readings.Add(1)
 	files := []string{l.Path(l.Include), l.Path(l.HTTPDConf)}
+	dirs := map[string]bool{}
 	if a.Config != nil {
 		for _, f := range a.Config.Files {
 			files = append(files, l.Path(f))
+			// A file added to (or removed from) a directory a wildcard include reads changes
+			// the directory's mtime, not any file read.
+			if dir := filepath.Dir(l.Path(f)); !dirs[dir] {
+				dirs[dir] = true
+				files = append(files, dir)
+			}
 		}
 	}
 	c.a, c.files, c.key, c.at = &a, files, statKey(files), now

@@ -242,3 +242,19 @@ func TestRunRefreshKeepsFactsCurrent(t *testing.T) {
 		t.Fatalf("the decision read the config again (%d readings): the refresh did not keep the facts current", n-before)
 	}
 }
+
+// A file added where a wildcard include could read it changes no file read, only the
+// directory: the facts are read anew for it too (and not without a change).
+func TestRunRefreshSeesANewFile(t *testing.T) {
+	r := newRig(t, policy.Enforce, "", nil)
+	run := run(t, r.d)
+	before := r.d.Readings.Load()
+	send(t, run.refresh, time.Now())
+	send(t, run.refresh, time.Now()) // the worker takes one job at a time: the first is done
+	if n := r.d.Readings.Load(); n != before {
+		t.Fatalf("%d readings without a change", n-before)
+	}
+	fakehost.Write(t, r.Root, "/etc/apache2/conf.d/includes/new.conf", "# new\n")
+	send(t, run.refresh, time.Now())
+	waitFor(t, "the facts read anew after a file appeared", func() bool { return r.d.Readings.Load() == before+1 })
+}

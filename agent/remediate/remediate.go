@@ -28,6 +28,7 @@ import (
 	"github.com/stapling-agent/stapling-agent/agent/probe"
 	"github.com/stapling-agent/stapling-agent/agent/state"
 	"github.com/stapling-agent/stapling-agent/apacheconf"
+	"github.com/stapling-agent/stapling-agent/logwatch"
 )
 
 // Remediator changes the include. Every change is config-tested and restarted, and restored
@@ -143,6 +144,7 @@ type plan struct {
 	// disagreement is where Apache's own answers (Layout.Answers) contradict the reading of
 	// current; "" when they agree or Apache was not asked.
 	disagreement string
+	layout       *apacheconf.Layout // the layout planned for: a plan is reused only for it
 }
 
 func (r *Remediator) plan(action state.Action) (*plan, error) {
@@ -158,7 +160,7 @@ func (r *Remediator) plan(action state.Action) (*plan, error) {
 	if bytes.IndexByte(snap.Data, 0) >= 0 {
 		return nil, refused("%s contains NUL bytes; not an Apache config file, fix it by hand first", l.Include)
 	}
-	p := &plan{action: action, snap: snap, before: apacheconf.InspectInclude(snap.Data)}
+	p := &plan{action: action, snap: snap, before: apacheconf.InspectInclude(snap.Data), layout: l}
 	if action == state.Remediate {
 		p.next, p.changed = apacheconf.ApplyBlock(snap.Data)
 	} else {
@@ -248,6 +250,7 @@ type Assessment struct {
 	// Certs holds, for each responder key of Facts.Responders, a served certificate that names
 	// it (with its issuer when the file has it): what a corroborating OCSP request asks about.
 	Certs map[string]*probe.CertFile
+	plan  *plan // the remediation planned while assessing, for RemediateAssessed
 }
 
 // Assess reads the host facts the policy decides on: effective stapling, whether the include
@@ -265,6 +268,7 @@ func Assess(l *apacheconf.Layout) Assessment {
 		a.Facts.Refusal = err.Error()
 	}
 	if p != nil {
+		a.plan = p
 		a.Config, a.Facts.IncludeOff, a.Disagreement = p.current, p.before.StaplingOff, p.disagreement
 	} else {
 		a.Config, a.ConfigErr = apacheconf.ReadConfig(l)
@@ -353,18 +357,43 @@ func (a *Assessment) responders(l *apacheconf.Layout) {
 	}
 }
 
-// ErrorLog is the host path of the error log Apache really writes: the config's global
-// ErrorLog (the layout's default when the config sets none or cannot be read). A custom
-// ErrorLogFormat is an error naming the directive: the agent parses Apache's default format
-// only, so it would read nothing there, and must say so rather than report "no failures".
-func (a *Assessment) ErrorLog(l *apacheconf.Layout) (string, error) {
+// ErrorLog is where and how Apache really writes its main error log: the config's global
+// ErrorLog (the layout's default when the config sets none or cannot be read), and its
+// ErrorLogFormat (nil for Apache's default). A format the agent cannot read failures from,
+// or an SSL vhost logging in a format of its own, is an error naming the directive: the
+// agent would read nothing there, and must say so rather than report "no failures".
+func (a *Assessment) ErrorLog(l *apacheconf.Layout) (string, *logwatch.Format, error) {
 	if a.Config == nil {
-		return l.ErrorLog, nil
+		return l.ErrorLog, nil, nil
 	}
-	if at := a.Config.ErrorLogFormatAt; at != nil {
-		return "", fmt.Errorf("a custom ErrorLogFormat is set at %s:%d; the agent reads Apache's default error log format only (remove it, or keep it out of the main server)", at.File, at.Line)
+	c := a.Config
+	var f *logwatch.Format
+	if c.ErrorLogFormat != "" {
+		var err error
+		if f, err = logwatch.ParseFormat(c.ErrorLogFormat); err != nil {
+			return "", nil, fmt.Errorf("the ErrorLogFormat at %s:%d cannot be read for stapling failures: %w", c.ErrorLogFormatAt.File, c.ErrorLogFormatAt.Line, err)
+		}
 	}
-	return a.Config.ErrorLogFile(l.ErrorLog)
+	for _, d := range c.VHostFormats {
+		// mod_ssl logs a vhost's stapling failures in the vhost's format; only SSL vhosts log
+		// them at all.
+		if len(d.Args) != 1 || d.Args[0] == c.ErrorLogFormat || !sslVHostAt(c, *d.VHost) {
+			continue
+		}
+		return "", nil, fmt.Errorf("the SSL vhost at %s:%d sets its own ErrorLogFormat at %s:%d: its stapling failures are written in another format than the main server's, which the agent reads; set it once, globally",
+			d.VHost.File, d.VHost.Line, d.File, d.Line)
+	}
+	path, err := c.ErrorLogFile(l.ErrorLog)
+	return path, f, err
+}
+
+func sslVHostAt(c *apacheconf.Config, at apacheconf.Location) bool {
+	for _, v := range c.VHosts {
+		if v.Location == at {
+			return v.SSL
+		}
+	}
+	return false
 }
 
 // Asker asks one responder from this host (probe.Check in production; tests replace it).
@@ -418,15 +447,30 @@ func (a *Assessment) Decide(ctx context.Context, in policy.Input, ask Asker) pol
 // the intent, write atomically, (rebuild if the include is not wired), config test, restart,
 // journal done; any failure restores the previous bytes.
 func (r *Remediator) Remediate(ctx context.Context, dryRun bool) (*Report, error) {
-	return r.change(ctx, state.Remediate, dryRun)
+	return r.change(ctx, state.Remediate, dryRun, nil)
+}
+
+// RemediateAssessed is Remediate starting from the plan a made (Assess plans the remediation
+// to judge it): the daemon decides on a current assessment, and reading a 3,000-account
+// config twice more between the decision and the write would make detection-to-write grow
+// with the vhost count. The plan is used only for this remediator's layout and while the
+// include still holds the bytes it was planned from (the caller keeps a current by the state
+// of every file it was read from); every check runs again on it, and the write compares the
+// bytes once more before it replaces anything.
+func (r *Remediator) RemediateAssessed(ctx context.Context, a *Assessment) (*Report, error) {
+	var p *plan
+	if a != nil && a.plan != nil && a.plan.layout == r.Layout && a.plan.action == state.Remediate && a.plan.snap.Unchanged() {
+		p = a.plan
+	}
+	return r.change(ctx, state.Remediate, false, p)
 }
 
 // Revert removes exactly our managed block, with the same safety rules.
 func (r *Remediator) Revert(ctx context.Context, dryRun bool) (*Report, error) {
-	return r.change(ctx, state.Revert, dryRun)
+	return r.change(ctx, state.Revert, dryRun, nil)
 }
 
-func (r *Remediator) change(ctx context.Context, action state.Action, dryRun bool) (*Report, error) {
+func (r *Remediator) change(ctx context.Context, action state.Action, dryRun bool, pre *plan) (*Report, error) {
 	if dryRun {
 		return r.dryRun(action)
 	}
@@ -436,9 +480,11 @@ func (r *Remediator) change(ctx context.Context, action state.Action, dryRun boo
 	}
 	// Refuse bad input before creating or locking anything: a refusal changes nothing on
 	// disk, our state directory included. The same checks run again under the lock.
-	pre, err := r.plan(action)
-	if err != nil {
-		return nil, err
+	if pre == nil {
+		var err error
+		if pre, err = r.plan(action); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.guard(pre); err != nil {
 		return nil, err

@@ -507,3 +507,41 @@ func TestRemediateSeesConditionalsAsApacheDoes(t *testing.T) {
 		t.Fatalf("effective %s: <IfVersion >= 2.4> was not applied", a.Facts.Effective)
 	}
 }
+
+// RemediateAssessed writes from the plan Assess made, without reading the config again (the
+// daemon keeps the assessment current by the state of every file it was read from). Proof: a
+// later global On that appears after the assessment is not seen by it, and is by Remediate.
+// A plan whose include changed since, or made for another layout, is not used.
+func TestRemediateAssessedReusesThePlan(t *testing.T) {
+	post := "/etc/apache2/conf.d/includes/post_virtualhost_global.conf"
+	httpd := wiredHTTPD + "Include \"" + post + "\"\n"
+	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes, post: "# admin\n"})
+	a := Assess(f.Layout)
+	if a.Facts.Refusal != "" {
+		t.Fatal(a.Facts.Refusal)
+	}
+	fakehost.Write(t, f.root, post, "SSLUseStapling On\n")
+	if _, err := f.r.Remediate(context.Background(), true); err == nil {
+		t.Fatal("a fresh plan does not see the later On")
+	}
+	if rep, err := f.r.RemediateAssessed(context.Background(), &a); err != nil || !rep.Changed {
+		t.Fatalf("assessed plan not used: %+v %v", rep, err)
+	}
+
+	// The include changed after the assessment: planned afresh (and refused, the On wins).
+	f = newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes, post: "# admin\n"})
+	a = Assess(f.Layout)
+	fakehost.Write(t, f.root, post, "SSLUseStapling On\n")
+	fakehost.Write(t, f.root, ea4Include, adminBytes+"\n")
+	if _, err := f.r.RemediateAssessed(context.Background(), &a); outcome(err) != Refused {
+		t.Fatalf("stale plan used after the include changed: %v", err)
+	}
+	// Another layout (a reload asked httpd again): planned afresh.
+	f = newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes, post: "# admin\n"})
+	other := *f.Layout
+	a = Assess(&other)
+	fakehost.Write(t, f.root, post, "SSLUseStapling On\n")
+	if _, err := f.r.RemediateAssessed(context.Background(), &a); outcome(err) != Refused {
+		t.Fatalf("plan of another layout used: %v", err)
+	}
+}
