@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -433,5 +435,55 @@ func TestE2EStaplePerVhostMatchesTheReading(t *testing.T) {
 		if stapled != on || reading[name] != on {
 			t.Errorf("%s: Apache stapled %v, the agent reads stapling %v, want %v", name, stapled, reading[name], on)
 		}
+	}
+}
+
+// A custom ErrorLogFormat (set where cPanel admins set it, pre_main_global.conf) that carries
+// what the agent needs: real mod_ssl lines in it are read by the audit and the daemon as in
+// the default format, and the daemon fixes the outage. One it cannot read (no level) is
+// named, with its file:line, and the daemon refuses to start rather than see nothing.
+func TestE2ECustomErrorLogFormat(t *testing.T) {
+	l := startLab(t)
+	preMain := filepath.Join(l.dir, "etc/apache2/conf.d/includes/pre_main_global.conf")
+	format := `ErrorLogFormat "%{cu}t %-m %l pid=%P %E: %M"` + "\n"
+	if err := os.WriteFile(preMain, []byte(format), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l.responderStop()
+	l.restart()
+	for _, h := range l.failuresFor(4) {
+		if h.err != nil {
+			t.Fatalf("handshake during the outage: %v", h.err)
+		}
+	}
+	if log := l.errorLog(); !strings.Contains(log, " ssl error pid=") || strings.Count(log, "AH01941") < 3 {
+		t.Fatalf("Apache did not write its lines in the custom format:\n%s", log)
+	}
+	code, doc := auditJSON(t, l.dir)
+	f := doc["failures"].(map[string]any)
+	if code != 2 || doc["layout"].(map[string]any)["error_log_format"] != "%{cu}t %-m %l pid=%P %E: %M" ||
+		f["by_cause"].(map[string]any)["connect_refused"] == nil {
+		t.Fatalf("audit: exit %d %v %v", code, doc["summary"], f)
+	}
+	before := l.restarts()
+	d := l.startDaemon()
+	waitFor(t, "the daemon's remediation", func() bool { return strings.Contains(d.stderr.String(), `"decision":"remediate"`) })
+	d.stop(t)
+	if !strings.Contains(d.stderr.String(), `"result":"ok"`) || l.restarts() != before+1 {
+		t.Fatalf("remediation: restarts %d -> %d\n%s", before, l.restarts(), d.stderr.String())
+	}
+
+	if err := os.WriteFile(preMain, []byte(`ErrorLogFormat "[%t] %M"`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, doc = auditJSON(t, l.dir)
+	if code != 3 || !strings.Contains(fmt.Sprint(doc["summary"]), "pre_main_global.conf:1") || !strings.Contains(fmt.Sprint(doc["summary"]), "has no %m") {
+		t.Fatalf("unreadable format: exit %d %v", code, doc["summary"])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := runCmd(t, exec.CommandContext(ctx, agentBin, "--root", l.dir, "run"))
+	if r.code != 2 || !strings.Contains(r.stderr, "ErrorLogFormat") {
+		t.Fatalf("daemon over an unreadable format: exit %d %s", r.code, r.stderr)
 	}
 }

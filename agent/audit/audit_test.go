@@ -222,6 +222,13 @@ func TestAuditFollowsTheConfiguredErrorLog(t *testing.T) {
 	if r.Status != Unknown || !strings.Contains(r.Summary, preMain+":1") || !strings.Contains(r.Summary, "ErrorLogFormat") {
 		t.Fatalf("custom format: %s: %s", r.Status, r.Summary)
 	}
+	// An SSL vhost logging in a format of its own is named too: its failures would be missed.
+	fakehost.Write(t, h.Root, preMain, "ErrorLog logs/ssl_error_log\n")
+	vhostFormat := strings.Replace(httpd, "SSLEngine on\n", "SSLEngine on\nErrorLogFormat \"[%{u}t] [%-m:%l] %M\"\n", 1)
+	fakehost.Write(t, h.Root, fakehost.EA4HTTPD, vhostFormat)
+	if r = runAudit(e); r.Status != Unknown || !strings.Contains(r.Summary, "sets its own ErrorLogFormat at /etc/apache2/conf/httpd.conf:") {
+		t.Fatalf("vhost format: %s: %s", r.Status, r.Summary)
+	}
 }
 
 // The summary names the responder of the top cause's failures, not the top responder of all
