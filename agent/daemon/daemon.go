@@ -638,7 +638,7 @@ func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessm
 	if c.files != nil && now.Sub(c.at) < factsTTL && statKey(c.files) == c.key {
 		return c.a
 	}
-	a := remediate.Assess(l)
+	a := remediate.AssessPlanned(l)
 	c.readings.Add(1)
 	files := []string{l.Path(l.Include), l.Path(l.HTTPDConf)}
 	dirs := map[string]bool{}

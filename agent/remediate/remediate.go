@@ -258,6 +258,14 @@ type Assessment struct {
 // remediation applies (without --force), whether a remediation would be refused and why. It
 // only reads; the daemon and the audit both decide on it.
 func Assess(l *apacheconf.Layout) Assessment {
+	a := AssessPlanned(l)
+	a.plan = nil // two readings of a big config: not kept where nothing will write
+	return a
+}
+
+// AssessPlanned is Assess keeping the remediation's plan (the config as it is and as it
+// would be), for RemediateAssessed: the daemon decides and writes on the same reading.
+func AssessPlanned(l *apacheconf.Layout) Assessment {
 	r := &Remediator{Layout: l}
 	a := Assessment{Facts: policy.Facts{Include: l.Include, Effective: apacheconf.StaplingUnknown}}
 	p, err := r.plan(state.Remediate)

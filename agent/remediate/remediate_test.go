@@ -516,7 +516,10 @@ func TestRemediateAssessedReusesThePlan(t *testing.T) {
 	post := "/etc/apache2/conf.d/includes/post_virtualhost_global.conf"
 	httpd := wiredHTTPD + "Include \"" + post + "\"\n"
 	f := newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes, post: "# admin\n"})
-	a := Assess(f.Layout)
+	if a := Assess(f.Layout); a.plan != nil {
+		t.Fatal("Assess keeps the plan")
+	}
+	a := AssessPlanned(f.Layout)
 	if a.Facts.Refusal != "" {
 		t.Fatal(a.Facts.Refusal)
 	}
@@ -530,7 +533,7 @@ func TestRemediateAssessedReusesThePlan(t *testing.T) {
 
 	// The include changed after the assessment: planned afresh (and refused, the On wins).
 	f = newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes, post: "# admin\n"})
-	a = Assess(f.Layout)
+	a = AssessPlanned(f.Layout)
 	fakehost.Write(t, f.root, post, "SSLUseStapling On\n")
 	fakehost.Write(t, f.root, ea4Include, adminBytes+"\n")
 	if _, err := f.r.RemediateAssessed(context.Background(), &a); outcome(err) != Refused {
@@ -539,7 +542,7 @@ func TestRemediateAssessedReusesThePlan(t *testing.T) {
 	// Another layout (a reload asked httpd again): planned afresh.
 	f = newFixture(t, "ea4", map[string]string{ea4HTTPD: httpd, ea4Include: adminBytes, post: "# admin\n"})
 	other := *f.Layout
-	a = Assess(&other)
+	a = AssessPlanned(&other)
 	fakehost.Write(t, f.root, post, "SSLUseStapling On\n")
 	if _, err := f.r.RemediateAssessed(context.Background(), &a); outcome(err) != Refused {
 		t.Fatalf("plan of another layout used: %v", err)
