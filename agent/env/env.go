@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -67,6 +68,11 @@ func Build(f Flags) (*Env, error) {
 	}
 	if info, err := os.Stat(root); err != nil || !info.IsDir() {
 		return nil, fmt.Errorf("%w: %s is not a directory", ErrRoot, root)
+	}
+	// Absolute, so every path built from it means the same to the commands we run: httpd
+	// resolves a relative -f under its -d, which is itself under the root.
+	if abs, err := filepath.Abs(root); err == nil {
+		root = abs
 	}
 	file, explicit := f.ConfigFile, f.ConfigFile != ""
 	if !explicit {

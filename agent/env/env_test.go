@@ -3,6 +3,7 @@ package env
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,5 +76,20 @@ func TestBuildFollowsTheConfiguration(t *testing.T) {
 	}
 	if _, err := e.RequireLayout(); !errors.Is(err, apacheconf.ErrUnknownLayout) {
 		t.Fatalf("RequireLayout: %v", err)
+	}
+}
+
+// A relative --root is made absolute: httpd resolves a relative -f under its -d, so asking it
+// with paths built from "lab" asked for lab/etc/apache2/lab/etc/apache2/conf/httpd.conf.
+func TestBuildMakesTheRootAbsolute(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "host/etc/apache2/conf"), 0o755)
+	t.Chdir(root)
+	e, err := Build(Flags{Root: "host", Stderr: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(root, "host"); e.Root != want || e.State.Root != want {
+		t.Fatalf("root %q, state root %q, want %q", e.Root, e.State.Root, want)
 	}
 }
