@@ -19,6 +19,28 @@
 # a second vhost (conf.d/mustaple.conf) serves a Must-Staple certificate (TLS Feature
 # status_request).
 #
+# With SHAPES=1, the vhost shapes cPanel writes besides shop.test (FACTS.md section 4;
+# ssl_vhost.default and ea4_main.default in CpanelInc/ea-apache2-config), each with its own
+# certificate:
+#   v6.test        an account with a dedicated IPv6 address: one vhost on both addresses,
+#                  <VirtualHost [::1]:HTTPS_PORT 127.0.0.1:HTTPS_PORT> (and Listen [::1]).
+#                  Left out, with a message, where this machine has no ::1 or with IPV6=0
+#                  (lab.env says IPV6=0 or 1).
+#   _wildcard_.wild.test  a wildcard subdomain as cPanel writes it: ServerName through
+#                  cPanel's wildcard_safe() (`*.` becomes `_wildcard_.`), ServerAlias
+#                  *.wild.test, a *.wild.test certificate, the userdata include under the
+#                  legacy `wildcard_safe.wild.test` name.
+#   noocsp.test    a certificate without an OCSP URL (as Let's Encrypt's since 2025-05-07), so
+#                  cPanel's own `SSLUseStapling off` in the vhost.
+#   host.test      cPanel's proxy-subdomain vhost: every address in use, ServerAlias cpanel.*
+#                  whm.* webmail.* webdisk.*, SSL in <IfModule mod_ssl.c>, the service
+#                  certificate without an OCSP URL and cPanel's `SSLUseStapling Off`.
+#   any.test, star.test  two <VirtualHost *:ANY_PORT> on a second port (lab.env), listened
+#                  on 127.0.0.1 (and ::1): address wildcards, the second with an admin's
+#                  `ServerAlias *.star.test`. (A pattern as ServerName is no shape: Apache
+#                  refuses `ServerName *.star.test`, "Invalid ServerName ... use ServerAlias".)
+# and mod_info, so `apache2 -t -D DUMP_CONFIG` answers.
+#
 # With TENANTS=1, two customer accounts as cPanel writes them into httpd.conf (DocumentRoot
 # under the account's home, SuexecUserGroup, ScriptAlias /cgi-bin/), on the same HTTPS port
 # with SNI, and the code a customer can run there, to test what a tenant can put in error_log
@@ -147,6 +169,127 @@ cgid_sock_dir() {
   echo "/run/stapling-lab-$(printf %s "$dir" | cksum | cut -d' ' -f1)"
 }
 
+# shapes_config (SHAPES=1, called by build): picks ANY_PORT, decides IPV6, and sets
+# shapes_modules and shapes_vhosts, the lines build adds to httpd.conf.
+shapes_config() {
+  any=${ANY_PORT:-$(free_port)}
+  while [ "$any" = "$https" ] || [ "$any" = "$ocsp" ] || [ "$any" = "${dead:-}" ] || [ "$any" = "${http:-}" ] || listening "$any"; do any=$(free_port); done
+  printf 'ANY_PORT=%s\n' "$any" >>"$dir/lab.env"
+  # ::1 must exist to bind it; a container without IPv6 has none (checked in /proc, which
+  # needs no tool). IPV6=0 leaves it out anyway, to see the lab as such a machine has it.
+  v6=0
+  if [ "${IPV6:-}" = 0 ]; then
+    echo "lab: IPV6=0: the IPv6 vhost v6.test is left out" >&2
+  elif grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null; then
+    v6=1
+  else
+    echo "lab: no IPv6 loopback (::1) on this machine: the IPv6 vhost v6.test is left out" >&2
+  fi
+  printf 'IPV6=%s\n' "$v6" >>"$dir/lab.env"
+  shapes_modules="
+LoadModule info_module /usr/lib/apache2/modules/mod_info.so"
+  local any_v6="" proxy_addrs="127.0.0.1:$https"
+  if [ "$v6" = 1 ]; then
+    any_v6="
+Listen [::1]:$any"
+    proxy_addrs="127.0.0.1:$https [::1]:$https"
+    shapes_vhosts="
+Listen [::1]:$https
+<VirtualHost [::1]:$https 127.0.0.1:$https>
+    ServerName v6.test
+    ServerAlias www.v6.test
+    DocumentRoot htdocs
+    UseCanonicalName Off
+    ## User sixer # Needed for Cpanel::ApacheConf
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup sixer sixer
+        </IfModule>
+    </IfModule>
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/v6.test.combined
+    </IfModule>
+    IncludeOptional \"conf.d/userdata/ssl/2_4/sixer/v6.test/*.conf\"
+</VirtualHost>
+"
+  fi
+  shapes_vhosts+="
+<VirtualHost 127.0.0.1:$https>
+    ServerName _wildcard_.wild.test
+    ServerAlias *.wild.test
+    DocumentRoot htdocs
+    UseCanonicalName Off
+    ## User wild # Needed for Cpanel::ApacheConf
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup wild wild
+        </IfModule>
+    </IfModule>
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/_wildcard_.wild.test.combined
+    </IfModule>
+    IncludeOptional \"conf.d/userdata/ssl/2_4/wild/wildcard_safe.wild.test/*.conf\"
+</VirtualHost>
+
+<VirtualHost 127.0.0.1:$https>
+    ServerName noocsp.test
+    DocumentRoot htdocs
+    UseCanonicalName Off
+    ## User shop # Needed for Cpanel::ApacheConf
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup shop shop
+        </IfModule>
+    </IfModule>
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/noocsp.test.combined
+        SSLUseStapling off
+    </IfModule>
+    IncludeOptional \"conf.d/userdata/ssl/2_4/shop/noocsp.test/*.conf\"
+</VirtualHost>
+
+Listen 127.0.0.1:$any$any_v6
+<VirtualHost *:$any>
+    ServerName any.test
+    DocumentRoot htdocs
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/any.test.combined
+    </IfModule>
+</VirtualHost>
+
+<VirtualHost *:$any>
+    ServerName star.test
+    ServerAlias *.star.test
+    DocumentRoot htdocs
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/star.test.combined
+    </IfModule>
+</VirtualHost>
+"
+  # Last, as ea4_main.default writes it after the accounts' vhosts.
+  shapes_proxy="
+# CPANEL/WHM/WEBMAIL/WEBDISK PROXY SUBDOMAINS
+<VirtualHost $proxy_addrs>
+    ServerName host.test
+    ServerAlias cpanel.* whm.* webmail.* webdisk.*
+    DocumentRoot htdocs
+    <IfModule mod_ssl.c>
+        SSLEngine on
+        SSLCertificateFile ssl/host.test.combined
+        SSLCertificateKeyFile ssl/host.test.combined
+        SSLCertificateChainFile ssl/host.test.combined
+        SSLUseStapling Off
+    </IfModule>
+    UseCanonicalName Off
+</VirtualHost>
+"
+}
+
 # tenant_config (TENANTS=1, called by build): picks DEAD_OCSP_PORT, and sets tenant_modules
 # and tenant_vhosts, the lines build adds to httpd.conf.
 tenant_config() {
@@ -265,10 +408,14 @@ EOF
 
 build() {
   local https=${HTTPS_PORT:-$(free_port)} ocsp=${OCSP_PORT:-$(free_port)}
-  local tenants=${TENANTS:-0} dead="" tenant_modules="" tenant_vhosts=""
+  local tenants=${TENANTS:-0} dead="" http="" tenant_modules="" tenant_vhosts=""
+  local shapes=${SHAPES:-0} any="" v6=0 shapes_modules="" shapes_vhosts="" shapes_proxy=""
   printf 'HTTPS_PORT=%s\nOCSP_PORT=%s\n' "$https" "$ocsp" >"$dir/lab.env"
   if [ "$tenants" = 1 ]; then
     tenant_config # sets dead, tenant_modules, tenant_vhosts; adds DEAD_OCSP_PORT to lab.env
+  fi
+  if [ "$shapes" = 1 ]; then
+    shapes_config # sets any, v6, shapes_*; adds ANY_PORT and IPV6 to lab.env
   fi
   mkdir -p "$dir/etc/cpanel/ea4" "$dir/etc/apache2/conf" "$dir/etc/apache2/conf.d/includes" \
     "$dir/etc/apache2/ssl" "$dir/etc/apache2/run" "$dir/var/log/apache2" "$dir/usr/sbin" \
@@ -294,15 +441,21 @@ EOF
       -subj "/CN=stapling-agent lab CA" -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" 2>/dev/null
     : >index.txt
-    leaf() { # leaf NAME SERIAL EXTRA-EXTENSIONS [OCSP-PORT, default the lab's responder]
-      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$1" 2>/dev/null
-      printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:%s/\nextendedKeyUsage=serverAuth\n%s\n' \
-        "$1" "${4:-$ocsp}" "$3" >"$1.ext"
+    # leaf FILE SERIAL EXTRA-EXTENSIONS [OCSP-PORT, default the lab's responder; "none": no
+    # OCSP URL] [NAMES, default FILE: the DNS SANs, space-separated, the first also the CN]
+    leaf() {
+      local names=${5:-$1} aia="" san="" n
+      if [ "${4:-}" != none ]; then aia="authorityInfoAccess=OCSP;URI:http://127.0.0.1:${4:-$ocsp}/"; fi
+      for n in $names; do san+="DNS:$n,"; done
+      local name=${names%% *}
+      openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "/CN=$name" 2>/dev/null
+      printf 'subjectAltName=%sIP:127.0.0.1\n%s\nextendedKeyUsage=serverAuth\n%s\n' \
+        "$san" "$aia" "$3" >"$1.ext"
       openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$2" -days 20 \
         -extfile "$1.ext" -out "$1.crt" 2>/dev/null
       local end
       end=$(date -u -d "$(openssl x509 -in "$1.crt" -noout -enddate | cut -d= -f2)" +%y%m%d%H%M%SZ)
-      printf 'V\t%s\t\t%s\tunknown\t/CN=%s\n' "$end" "$(echo "$2" | tr a-f A-F)" "$1" >>index.txt
+      printf 'V\t%s\t\t%s\tunknown\t/CN=%s\n' "$end" "$(echo "$2" | tr a-f A-F)" "$name" >>index.txt
       cat "$1.crt" "$1.key" ca.crt >"$dir/etc/apache2/ssl/$1.combined"
     }
     leaf shop.test 5a01 ""
@@ -310,6 +463,14 @@ EOF
     if [ "$tenants" = 1 ]; then
       leaf alice.test 5a03 ""
       leaf mallory.test 5a04 "" "$dead"
+    fi
+    if [ "$shapes" = 1 ]; then
+      leaf v6.test 5a05 ""
+      leaf _wildcard_.wild.test 5a06 "" "" "*.wild.test"
+      leaf noocsp.test 5a07 "" none
+      leaf host.test 5a08 "" none
+      leaf any.test 5a09 ""
+      leaf star.test 5a0a "" "" "star.test *.star.test"
     fi
   )
 
@@ -319,6 +480,9 @@ EOF
   for m in mpm_prefork authz_core socache_shmcb ssl; do
     printf 'LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so\n' "$m" "$m" >"$dir/etc/apache2/conf.modules.d/000_mod_$m.conf"
   done
+  if [ -n "$shapes_modules" ]; then
+    printf '%s\n' "${shapes_modules#$'\n'}" >"$dir/etc/apache2/conf.modules.d/000_mod_info.conf"
+  fi
   cat >"$dir/etc/apache2/conf/httpd.conf" <<EOF
 # cPanel EA4 layout, ServerRoot-relative (stapling-agent lab). Started as apache2 -d ROOT/etc/apache2.
 # The order is the EA4 template's (FACTS.md section 4): modules, pre_main, the global SSL block
@@ -364,7 +528,7 @@ Include conf.d/includes/pre_virtualhost_global.conf
     </IfModule>
     IncludeOptional "conf.d/userdata/ssl/2_4/shop/shop.test/*.conf"
 </VirtualHost>
-${tenant_vhosts}
+${shapes_vhosts}${tenant_vhosts}${shapes_proxy}
 Include conf.d/includes/post_virtualhost_global.conf
 EOF
   rm -f "$dir/etc/apache2/conf.d/mustaple.conf"
@@ -445,6 +609,11 @@ case "$cmd" in
     "$dir/usr/local/cpanel/scripts/restartsrv_httpd" >/dev/null
     . "$dir/lab.env"
     echo "lab up in $dir: https://127.0.0.1:$HTTPS_PORT (shop.test; mustaple.test with MUSTSTAPLE=1), OCSP responder 127.0.0.1:$OCSP_PORT"
+    if [ "${SHAPES:-0}" = 1 ]; then
+      six="v6.test on [::1] and 127.0.0.1"
+      [ "$IPV6" = 1 ] || six="v6.test left out (no IPv6)"
+      echo "shapes: $six, _wildcard_.wild.test (*.wild.test), noocsp.test and host.test (cPanel's SSLUseStapling off), any.test and star.test (*.star.test) on *:$ANY_PORT"
+    fi
     if [ "${TENANTS:-0}" = 1 ]; then
       echo "tenants: alice.test, mallory.test (OCSP URL 127.0.0.1:$DEAD_OCSP_PORT, nothing listens; forge.php, cgi-bin/forge.cgi)"
     fi

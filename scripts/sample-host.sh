@@ -2,10 +2,22 @@
 # sample-host.sh DIR: lay out a sample cPanel EA4 host under DIR for demos and fleet tests.
 #
 # The tree is what stapling-agent reads on a real host (FACTS.md section 5): the EA4 flag and
-# paths.conf, httpd.conf with cPanel's global SSL block and its include order, two SSL
-# vhosts, the pre-VirtualHost include with an admin's comment in it, logs reached through the
-# relative etc/apache2/logs symlink, and an error_log with a fresh OCSP outage (timestamps
-# relative to now, so a default 24h audit always sees it) plus a forged line it must ignore.
+# paths.conf, httpd.conf with cPanel's global SSL block and its include order, the
+# pre-VirtualHost include with an admin's comment in it, logs reached through the relative
+# etc/apache2/logs symlink, and an error_log with a fresh OCSP outage (timestamps relative to
+# now, so a default 24h audit always sees it; some of the handshakes came over IPv6) plus a
+# forged line it must ignore. The SSL vhosts are the shapes cPanel's templates write
+# (ssl_vhost.default, ea4_main.default):
+#   shop.example.com          an account on the shared IPv4 address
+#   blog.example.net          an account with a dedicated IPv6 address: both addresses in one
+#                             vhost, <VirtualHost [2001:db8::10]:443 192.0.2.10:443>
+#   _wildcard_.shop.example.com  shop's wildcard subdomain *.shop.example.com: cPanel writes
+#                             `*.` as `_wildcard_.` in ServerName and the pattern in ServerAlias
+#   news.example.org          an AutoSSL-style certificate without an OCSP URL, so cPanel's own
+#                             `SSLUseStapling off` in the vhost
+#   server.example.net        cPanel's proxy-subdomain vhost (cpanel.* whm.* webmail.*
+#                             webdisk.*), its service certificate without an OCSP URL and
+#                             cPanel's `SSLUseStapling Off`
 #
 # cPanel's scripts cannot exist here; the stand-ins behave like them on a host whose Apache
 # is healthy: `apachectl -t` prints "Syntax OK", restartsrv_httpd and rebuildhttpdconf succeed.
@@ -57,18 +69,77 @@ Include "/etc/apache2/conf.d/includes/pre_virtualhost_global.conf"
 <VirtualHost 192.0.2.10:443>
     ServerName shop.example.com
     ServerAlias www.shop.example.com
+    DocumentRoot /home/shop/public_html
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup shop shop
+        </IfModule>
+    </IfModule>
     <IfModule ssl_module>
         SSLEngine on
         SSLCertificateFile /var/cpanel/ssl/apache_tls/shop.example.com/combined
     </IfModule>
 </VirtualHost>
 
-<VirtualHost 192.0.2.10:443>
+<VirtualHost [2001:db8::10]:443 192.0.2.10:443>
     ServerName blog.example.net
+    ServerAlias www.blog.example.net
+    DocumentRoot /home/blog/public_html
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup blog blog
+        </IfModule>
+    </IfModule>
     <IfModule ssl_module>
         SSLEngine on
         SSLCertificateFile /var/cpanel/ssl/apache_tls/blog.example.net/combined
     </IfModule>
+</VirtualHost>
+
+<VirtualHost 192.0.2.10:443>
+    ServerName _wildcard_.shop.example.com
+    ServerAlias *.shop.example.com
+    DocumentRoot /home/shop/public_html/any
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup shop shop
+        </IfModule>
+    </IfModule>
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile /var/cpanel/ssl/apache_tls/_wildcard_.shop.example.com/combined
+    </IfModule>
+</VirtualHost>
+
+<VirtualHost 192.0.2.10:443>
+    ServerName news.example.org
+    ServerAlias www.news.example.org
+    DocumentRoot /home/news/public_html
+    <IfModule suexec_module>
+        <IfModule !mod_ruid2.c>
+            SuexecUserGroup news news
+        </IfModule>
+    </IfModule>
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile /var/cpanel/ssl/apache_tls/news.example.org/combined
+        SSLUseStapling off
+    </IfModule>
+</VirtualHost>
+
+# CPANEL/WHM/WEBMAIL/WEBDISK PROXY SUBDOMAINS
+<VirtualHost 192.0.2.10:443 [2001:db8::10]:443 127.0.0.1:443>
+    ServerName server.example.net
+    ServerAlias cpanel.* whm.* webmail.* webdisk.*
+    DocumentRoot /var/www/html
+    <IfModule mod_ssl.c>
+        SSLEngine on
+        SSLCertificateFile /var/cpanel/ssl/cpanel/mycpanel.pem
+        SSLCertificateKeyFile /var/cpanel/ssl/cpanel/mycpanel.pem
+        SSLCertificateChainFile /var/cpanel/ssl/cpanel/mycpanel.pem
+        SSLUseStapling Off
+    </IfModule>
+    UseCanonicalName Off
 </VirtualHost>
 
 Include "/etc/apache2/conf.d/includes/post_virtualhost_global.conf"
@@ -98,21 +169,31 @@ standin "$dir/usr/local/cpanel/scripts/rebuildhttpdconf" "Built /etc/apache2/con
 # responder http://127.0.0.1:9/: a local port where nothing listens stands in for a CA's
 # responder this host cannot reach, so the audit's own check of it (it asks a responder before
 # believing error_log) fails here as it would during a real outage, and the demo never
-# contacts a real CA.
+# contacts a real CA. news.example.org's and the service certificate name none (as Let's
+# Encrypt's since 2025-05-07).
 ca="$dir/var/cpanel/ssl/sample-ca"
-mkdir -p "$ca"
+mkdir -p "$ca" "$dir/var/cpanel/ssl/cpanel"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$ca/ca.key" -out "$ca/ca.crt" \
   -days 30 -subj "/CN=stapling-agent sample CA" -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null
-for name in shop.example.com blog.example.net; do
-  d="$dir/var/cpanel/ssl/apache_tls/$name"
-  mkdir -p "$d"
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/key" -out "$d/csr" -subj "/CN=$name" 2>/dev/null
-  printf 'subjectAltName=DNS:%s\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:9/\n' "$name" >"$d/ext"
+# cert FILE NAME OCSP-URL|none: a combined file for NAME (CN and DNS SAN) at FILE.
+cert() {
+  local d
+  d=$(mktemp -d "$dir/var/cpanel/ssl/.new.XXXXXX")
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$d/key" -out "$d/csr" -subj "/CN=$2" 2>/dev/null
+  printf 'subjectAltName=DNS:%s\n' "$2" >"$d/ext"
+  if [ "$3" != none ]; then printf 'authorityInfoAccess=OCSP;URI:%s\n' "$3" >>"$d/ext"; fi
   openssl x509 -req -in "$d/csr" -CA "$ca/ca.crt" -CAkey "$ca/ca.key" -set_serial "0x$(openssl rand -hex 8)" \
     -days 20 -extfile "$d/ext" -out "$d/crt" 2>/dev/null
-  cat "$d/crt" "$d/key" "$ca/ca.crt" >"$d/combined"
-  rm -f "$d/csr" "$d/ext" "$d/crt" "$d/key"
-done
+  mkdir -p "$(dirname "$1")"
+  cat "$d/crt" "$d/key" "$ca/ca.crt" >"$1"
+  rm -rf "$d"
+}
+tls="$dir/var/cpanel/ssl/apache_tls"
+cert "$tls/shop.example.com/combined" shop.example.com http://127.0.0.1:9/
+cert "$tls/blog.example.net/combined" blog.example.net http://127.0.0.1:9/
+cert "$tls/_wildcard_.shop.example.com/combined" '*.shop.example.com' http://127.0.0.1:9/
+cert "$tls/news.example.org/combined" news.example.org none
+cert "$dir/var/cpanel/ssl/cpanel/mycpanel.pem" server.example.net none
 
 # error_log: noise, then a responder outage a few minutes ago. Apache writes local time.
 ts() { date -d "$1" '+%a %b %d %H:%M:%S.%6N %Y'; }
@@ -122,8 +203,11 @@ log="$dir/var/log/apache2/error_log"
   echo "[$(ts '-2 hours')] [proxy_fcgi:error] [pid 2211] [client 198.51.100.7:52114] AH01071: Got error 'PHP message: PHP Warning:  Undefined variable \$x in /home/shop/public_html/index.php on line 12'"
   echo "[$(ts '-90 minutes')] [authz_core:error] [pid 2213] [client 203.0.113.9:40112] AH01630: client denied by server configuration: /home/blog/public_html/.env"
   echo "[$(ts '-70 minutes')] [core:error] [pid 2214] [client 203.0.113.66:41000] AH00126: Invalid URI in request GET /x]%20[ssl:error]%20AH01941:%20stapling_renew_response:%20responder%20error HTTP/1.1"
+  # The handshake that made mod_ssl fetch: Apache prints an IPv6 client without brackets.
   for m in 12 9 6 3; do
-    echo "[$(ts "-$m minutes")] [ssl:error] [pid 3${m}41] (70007)The timeout specified has expired: [client 192.0.2.10:443] AH01974: could not connect to OCSP responder '127.0.0.1:9'"
+    client=198.51.100.23:51734
+    [ $((m % 2)) = 0 ] && client=2001:db8:ffff::23:51736
+    echo "[$(ts "-$m minutes")] [ssl:error] [pid 3${m}41] (70007)The timeout specified has expired: [client $client] AH01974: could not connect to OCSP responder '127.0.0.1:9'"
     echo "[$(ts "-$m minutes")] [ssl:error] [pid 3${m}41] AH01941: stapling_renew_response: responder error"
   done
 } >"$log"

@@ -219,9 +219,9 @@ func MustStapleVHosts(l *apacheconf.Layout, vhosts []apacheconf.VHost) []apachec
 	return out
 }
 
-// Targets are the SSL vhosts of the config, at most limit of them (0: all): `*` and
-// `_default_` mean 127.0.0.1. Each configured certificate file is read, so stopping at the
-// limit saves reading thousands on a large host.
+// Targets are the SSL vhosts of the config, at most limit of them (0: all), each probed at
+// one address with one SNI name (TargetAddress, SNIName). Each configured certificate file is
+// read, so stopping at the limit saves reading thousands on a large host.
 func Targets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []Target {
 	var out []Target
 	seen := map[string]bool{}
@@ -232,14 +232,7 @@ func Targets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []Target {
 		if !v.SSL || len(v.Addrs) == 0 {
 			continue
 		}
-		host, port, err := net.SplitHostPort(v.Addrs[0])
-		if err != nil {
-			host, port = v.Addrs[0], "443"
-		}
-		if host == "*" || host == "_default_" || host == "" {
-			host = "127.0.0.1"
-		}
-		t := Target{Address: net.JoinHostPort(host, port), ServerName: v.ServerName, VHost: fmt.Sprintf("%s:%d", v.File, v.Line)}
+		t := Target{Address: TargetAddress(v.Addrs[0]), ServerName: SNIName(v), VHost: fmt.Sprintf("%s:%d", v.File, v.Line)}
 		if seen[t.Address+"|"+t.ServerName] {
 			continue
 		}
@@ -250,6 +243,90 @@ func Targets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []Target {
 		out = append(out, t)
 	}
 	return out
+}
+
+// TargetAddress is where to connect for a <VirtualHost> address: the address as written, its
+// port 443 when it names none. `*`, `_default_` and the unspecified addresses (0.0.0.0, [::])
+// match connections to any address of the host, so the probe uses loopback: 127.0.0.1 ([::1]
+// for [::]). An IPv6 address stays bracketed ("[2001:db8::10]:443"; Apache requires the
+// brackets, and so does a dial). A vhost with several addresses (cPanel writes an account's
+// dedicated IPv6 address and its IPv4 one in one vhost) is probed at the first one written:
+// mod_ssl staples per certificate (one cache entry, whichever address the client came to), so
+// one address shows the vhost's stapling, and one handshake per vhost keeps a stalled host's
+// probe to one timeout a vhost.
+//
+// Limit: Apache considers `*` vhosts only for an address no IP-specific vhost on that port
+// claims, and cPanel's proxy-subdomain vhost claims 127.0.0.1:443; there the probe reaches
+// that vhost instead, and says so (matches_configured false). The Listen directives would tell
+// which other local address reaches the `*` vhost; the config reading does not keep them.
+func TargetAddress(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		// No port: "*", "192.0.2.1", "[2001:db8::1]" (Apache's <VirtualHost> takes each).
+		host, port = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), "443"
+	}
+	if port == "*" {
+		port = "443"
+	}
+	switch host {
+	case "*", "_default_", "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// probeLabel stands for the label a client puts where a wildcard name has `*`: any label
+// reaches a vhost through a pattern, and this one names who asked.
+const probeLabel = "stapling-agent-probe"
+
+// SNIName is the name the probe sends in SNI to reach v as a client does: its ServerName
+// without the scheme or port Apache allows there ("https://www.example.com:443" is sent as
+// "www.example.com"; mod_ssl compares the SNI with the host part only). cPanel's encoding of a
+// wildcard subdomain's ServerName (`_wildcard_.example.com`, formerly
+// `wildcard_safe.example.com`) is a plain name that Apache matches exactly, so it is sent as
+// it is: it reaches exactly that vhost, and the wildcard certificate covers it.
+//
+// A vhost without a ServerName (it inherits the main server's), or with a pattern there
+// (Apache refuses to start with one, "Invalid ServerName ... use ServerAlias", but the file on
+// disk may hold it), is reached by its ServerAlias: the first plain alias, else the first
+// alias pattern (else the ServerName's) with each `*` made the label "stapling-agent-probe"
+// and each `?` an "x". That is a name such a client sends, and the certificate is verified
+// for it: a literal "*.example.com" is no DNS name (RFC 6066 section 3) and no certificate is
+// valid for it. With neither, no SNI is sent.
+func SNIName(v apacheconf.VHost) string {
+	name := hostOf(v.ServerName)
+	if name != "" && !isPattern(name) {
+		return name
+	}
+	pattern := ""
+	for _, a := range v.Aliases {
+		a = hostOf(a)
+		if !isPattern(a) {
+			return a
+		}
+		if pattern == "" {
+			pattern = a
+		}
+	}
+	if pattern == "" {
+		pattern = name
+	}
+	return strings.NewReplacer("*", probeLabel, "?", "x").Replace(pattern)
+}
+
+func isPattern(name string) bool { return strings.ContainsAny(name, "*?") }
+
+// hostOf is the host part of a ServerName or ServerAlias value: [scheme://]host[:port].
+func hostOf(name string) string {
+	if _, rest, ok := strings.Cut(name, "://"); ok {
+		name = rest
+	}
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		return strings.Trim(h, "[]")
+	}
+	return name
 }
 
 var tlsVersions = []struct {

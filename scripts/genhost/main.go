@@ -3,8 +3,14 @@
 // (IfModule-wrapped suexec, ruid2, userdir, logging; a per-vhost userdata include; cPanel's own
 // `SSLUseStapling off` for every third certificate, as for certificates without an OCSP URL),
 // one combined certificate file per SSL vhost, and the global SSL block in the EA4 template's
-// order. Every path is ServerRoot-relative and LoadModule lines name Debian's modules, so the
-// same tree is read by `stapling-agent --root ROOT` and checked by
+// order. The shapes cPanel writes besides: every tenth account has a dedicated IPv6 address,
+// so both its vhosts carry both addresses (`<VirtualHost [::1]:18443 127.0.0.1:18443>`);
+// every 25th has a wildcard subdomain (ServerName `_wildcard_.siteN.example`, ServerAlias
+// `*.siteN.example`, its own `*.siteN.example` certificate, the userdata include under
+// cPanel's legacy `wildcard_safe.` name); the proxy-subdomain vhost comes last (ServerAlias
+// cpanel.* whm.* webmail.* webdisk.*, a service certificate without an OCSP URL and cPanel's
+// `SSLUseStapling Off`). Every path is ServerRoot-relative and LoadModule lines name Debian's
+// modules, so the same tree is read by `stapling-agent --root ROOT` and checked by
 // `apache2 -d ROOT/etc/apache2 -f conf/httpd.conf -t`.
 package main
 
@@ -120,26 +126,64 @@ Listen 127.0.0.1:18443
 IncludeOptional "conf.d/*.conf"
 Include "conf.d/includes/pre_virtualhost_global.conf"
 `)
+	// cert writes a combined certificate file for names (the first is the CN) and returns its
+	// ServerRoot-relative path; ocspURL "" writes none, as in a certificate cPanel turns
+	// stapling off for.
+	serial := int64(1)
+	cert := func(file, ocspURL string, names ...string) (string, error) {
+		serial++
+		leaf := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour)}
+		if ocspURL != "" {
+			leaf.OCSPServer = []string{ocspURL}
+		}
+		der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, key)
+		if err != nil {
+			return "", err
+		}
+		rel := "ssl/" + file + ".combined"
+		return rel, write("/etc/apache2/"+rel, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))+keyPEM+caPEM)
+	}
 	for i := 0; i < *accounts; i++ {
 		user, domain := fmt.Sprintf("user%d", i), fmt.Sprintf("site%d.example", i)
-		leaf := &x509.Certificate{SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: domain}, DNSNames: []string{domain, "www." + domain},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour), OCSPServer: []string{"http://127.0.0.1:9/"}}
-		der, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, key)
+		// A dedicated IPv6 address: cPanel writes it and the IPv4 one into each of the
+		// account's vhosts. ::1 stands for it so the benchmarks' handshakes are refused at
+		// once on loopback, as the IPv4 ones are, instead of waiting on a route to a
+		// documentation address.
+		addrs := []string{"127.0.0.1"}
+		if i%10 == 1 {
+			addrs = []string{"[::1]", "127.0.0.1"}
+		}
+		type vhost struct{ name, aliases, cert, include string }
+		main, err := cert(domain, "http://127.0.0.1:9/", domain, "www."+domain)
 		if err != nil {
 			return err
 		}
-		cert := "ssl/" + domain + ".combined"
-		if err := write("/etc/apache2/"+cert, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))+keyPEM+caPEM); err != nil {
-			return err
-		}
-		for _, ssl := range []bool{false, true} {
-			port, kind := 18080, "std"
-			if ssl {
-				port, kind = 18443, "ssl"
+		vhosts := []vhost{{domain, "www." + domain + " mail." + domain, main, domain}}
+		if i%25 == 2 {
+			// A wildcard subdomain: ServerName through cPanel's wildcard_safe() (`*.` becomes
+			// `_wildcard_.`), the pattern in ServerAlias, where Apache matches patterns; the
+			// userdata include path keeps the legacy `wildcard_safe.` encoding
+			// (Cpanel::WildcardDomain).
+			wc, err := cert("_wildcard_."+domain, "http://127.0.0.1:9/", "*."+domain)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(&b, `<VirtualHost 127.0.0.1:%d>
+			vhosts = append(vhosts, vhost{"_wildcard_." + domain, "*." + domain, wc, "wildcard_safe." + domain})
+		}
+		for _, v := range vhosts {
+			for _, ssl := range []bool{false, true} {
+				port, kind := 18080, "std"
+				if ssl {
+					port, kind = 18443, "ssl"
+				}
+				var on []string
+				for _, a := range addrs {
+					on = append(on, fmt.Sprintf("%s:%d", a, port))
+				}
+				fmt.Fprintf(&b, `<VirtualHost %s>
   ServerName %s
-  ServerAlias www.%s mail.%s
+  ServerAlias %s
   DocumentRoot htdocs
   ServerAdmin webmaster@%s
   UseCanonicalName Off
@@ -167,17 +211,40 @@ Include "conf.d/includes/pre_virtualhost_global.conf"
   <IfModule alias_module>
     ScriptAlias /cgi-bin/ htdocs/cgi-bin/
   </IfModule>
-`, port, domain, domain, domain, domain, domain, user, user, user, user, user)
-			if ssl {
-				off := ""
-				if i%3 == 0 {
-					off = "    SSLUseStapling off\n"
+`, strings.Join(on, " "), v.name, v.aliases, domain, v.name, user, user, user, user, user)
+				if ssl {
+					off := ""
+					if i%3 == 0 {
+						off = "    SSLUseStapling off\n"
+					}
+					fmt.Fprintf(&b, "  <IfModule ssl_module>\n    SSLEngine on\n    SSLCertificateFile %s\n%s  </IfModule>\n", v.cert, off)
 				}
-				fmt.Fprintf(&b, "  <IfModule ssl_module>\n    SSLEngine on\n    SSLCertificateFile %s\n%s  </IfModule>\n", cert, off)
+				fmt.Fprintf(&b, "  IncludeOptional \"conf.d/userdata/%s/2_4/%s/%s/*.conf\"\n</VirtualHost>\n", kind, user, v.include)
 			}
-			fmt.Fprintf(&b, "  IncludeOptional \"conf.d/userdata/%s/2_4/%s/%s/*.conf\"\n</VirtualHost>\n", kind, user, domain)
 		}
 	}
+	// The proxy-subdomain vhost, last, as ea4_main.default writes it: every address in use
+	// plus 127.0.0.1, suffix patterns in ServerAlias, SSL in <IfModule mod_ssl.c>, the service
+	// certificate (no OCSP URL) and cPanel's `SSLUseStapling Off`.
+	service, err := cert("cpanel-service", "", "localhost")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(&b, `# CPANEL/WHM/WEBMAIL/WEBDISK PROXY SUBDOMAINS
+<VirtualHost 127.0.0.1:18443 [::1]:18443>
+    ServerName localhost
+    ServerAlias cpanel.* whm.* webmail.* webdisk.*
+    DocumentRoot htdocs
+    <IfModule mod_ssl.c>
+        SSLEngine on
+        SSLCertificateFile %[1]s
+        SSLCertificateKeyFile %[1]s
+        SSLCertificateChainFile %[1]s
+        SSLUseStapling Off
+    </IfModule>
+    UseCanonicalName Off
+</VirtualHost>
+`, service)
 	b.WriteString("Include \"conf.d/includes/post_virtualhost_global.conf\"\n")
 	if err := write("/etc/apache2/conf/httpd.conf", b.String()); err != nil {
 		return err

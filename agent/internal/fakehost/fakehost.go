@@ -210,7 +210,9 @@ func (h *Host) Env(t testing.TB, mutate func(*config.Config)) *env.Env {
 }
 
 // Cert is a combined certificate file (leaf, then its issuer) for name whose OCSP URL is
-// ocspURL, Must-Staple (TLS Feature status_request) when mustStaple.
+// ocspURL (none when ocspURL is "", as in Let's Encrypt certificates since 2025-05-07),
+// Must-Staple (TLS Feature status_request) when mustStaple. A wildcard name ("*.example")
+// is the certificate's CN and SAN as a CA writes it.
 func Cert(t testing.TB, name, ocspURL string, mustStaple bool) string {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -223,7 +225,10 @@ func Cert(t testing.TB, name, ocspURL string, mustStaple bool) string {
 	caCert, _ := x509.ParseCertificate(caDER)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), OCSPServer: []string{ocspURL}}
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	if ocspURL != "" {
+		leaf.OCSPServer = []string{ocspURL}
+	}
 	if mustStaple {
 		feature, _ := asn1.Marshal([]int{5})
 		leaf.ExtraExtensions = []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 24}, Value: feature}}
