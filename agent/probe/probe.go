@@ -168,10 +168,19 @@ func loadCertFile(path string) (*CertFile, error) {
 		if b == nil {
 			break
 		}
-		if b.Type == "CERTIFICATE" {
-			if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if len(certs) > 0 {
+			// The chain after the leaf is the same CA bundle in thousands of files: parsed
+			// and kept once.
+			if c := issuers.get(b.Bytes); c != nil {
 				certs = append(certs, c)
 			}
+			continue
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			certs = append(certs, c)
 		}
 	}
 	if len(certs) == 0 {
@@ -184,6 +193,36 @@ func loadCertFile(path string) (*CertFile, error) {
 		}
 	}
 	return cf, nil
+}
+
+// issuers interns the certificates that follow a leaf in a certificate file, by their DER
+// bytes. Bounded: past maxIssuers distinct ones, they are parsed each time.
+var issuers = &certIntern{m: map[string]*x509.Certificate{}}
+
+const maxIssuers = 1000
+
+type certIntern struct {
+	sync.Mutex
+	m map[string]*x509.Certificate
+}
+
+func (ci *certIntern) get(der []byte) *x509.Certificate {
+	ci.Lock()
+	c, ok := ci.m[string(der)]
+	ci.Unlock()
+	if ok {
+		return c
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil
+	}
+	ci.Lock()
+	if len(ci.m) < maxIssuers {
+		ci.m[string(der)] = c
+	}
+	ci.Unlock()
+	return c
 }
 
 // MustStaple reports whether c carries the TLS Feature extension with status_request.
