@@ -125,6 +125,10 @@ type Report struct {
 		// line already read, or after now): not written by Apache when they claim. Never
 		// counted.
 		Skewed int `json:"skewed"`
+		// BackendOnly counts the failures (of Total) Apache logged while another server
+		// answers on the HTTPS port (frontend): only clients reaching Apache's backend port
+		// directly met them.
+		BackendOnly int `json:"backend_only"`
 	} `json:"failures"`
 	CertificateEvents EventSummary `json:"certificate_events"`
 	InitEvents        EventSummary `json:"init_events"`
@@ -158,6 +162,11 @@ type Report struct {
 	// Probe is present with --probe.
 	Probe *probe.Report             `json:"probe,omitempty"`
 	pairs map[string]map[string]int // failures by cause, then responder
+	// FrontEnd is who answers on the HTTPS port; Nginx is NGINX's side when it does.
+	FrontEnd *FrontEnd    `json:"frontend"`
+	Nginx    *NginxReport `json:"nginx,omitempty"`
+	// WHM is WHM's own "SSL Use Stapling" switch next to what Apache does.
+	WHM *WHM `json:"whm,omitempty"`
 	// Apache is what httpd said when asked, read-only, and whether the agent's reading of the
 	// config agrees with it.
 	Apache struct {
@@ -283,8 +292,10 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 		r.Apache.DumpConfig = ans.Dump != nil
 	}
 
-	// Apache config and include: the same assessment the daemon decides on.
+	// Apache config and include: the same assessment the daemon decides on, and who answers
+	// on the HTTPS port (the policy does not restart Apache for a backend's failures).
 	a := remediate.Assess(l)
+	a.Facts.FrontEnd = r.addFrontEnd(ctx, l.Root, now)
 	r.Apache.Disagreement = a.Disagreement
 	// The error log Apache really writes (the config's ErrorLog), in the only format parsed.
 	logPath, logFormat, logPathErr := a.ErrorLog(l)
@@ -317,6 +328,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	if check(CheckInclude, incErr) {
 		r.Stapling.ManagedBlock = apacheconf.InspectInclude(include).ManagedBlock
 	}
+	r.addWHM(l.Root)
 	journal, _ := e.State.Journal()
 	acts := state.Acts(journal, l.Include)
 	if r.Stapling.ManagedBlock {
@@ -388,6 +400,9 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	}
 	r.Log.BytesScanned, r.Log.LinesScanned, r.Log.SkippedLines, r.Log.Disordered = st.Bytes, st.Lines, st.Skipped, st.Disordered
 	r.Failures.MaxInWindow = all.Max
+	if a.Facts.FrontEnd != "" {
+		r.Failures.BackendOnly = r.Failures.Total
+	}
 	if !reached.IsZero() {
 		t := reached.UTC()
 		r.Policy.ReachedAt = &t
@@ -599,6 +614,11 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 	case policy.NotCorroborated:
 		r.Status = Warning
 		sb.WriteString("; the log shows failures, but the responders answer from this host now: the daemon would not act")
+	case policy.NotClientFacing:
+		// Visitors reach the front end; only clients that reach Apache's backend port
+		// directly met these failures. Worth knowing, not an outage of the sites.
+		r.Status = Warning
+		fmt.Fprintf(&sb, "; but %s answers on the HTTPS port, not Apache: these are Apache's backend failures (clients reaching its port directly), and the daemon would not restart Apache for them", r.FrontEnd.Server)
 	case policy.NotEffective:
 		r.Status = Warning
 		if f.AfterRemediation == 0 {
@@ -616,7 +636,47 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 	for _, w := range warnings {
 		sb.WriteString("; " + w)
 	}
+	r.frontEndSummary(&sb)
+	if r.WHM != nil && r.WHM.Differs {
+		// Which wins and why; not a problem in itself (after our fix WHM shows On by design).
+		sb.WriteString("; " + r.WHM.Explanation)
+	}
 	r.Summary = sb.String()
+}
+
+// frontEndSummary says what the front end means for the status: NGINX's own failures are a
+// warning (staples may expire, handshakes are not stalled); behind LiteSpeed or another
+// server the agent cannot see what visitors get, so an otherwise clean audit is unknown,
+// never OK.
+func (r *Report) frontEndSummary(sb *strings.Builder) {
+	fe := r.FrontEnd
+	if fe == nil || fe.ClientFacing {
+		return
+	}
+	switch {
+	case r.Nginx != nil:
+		n := r.Nginx
+		if n.Failures.Total > 0 {
+			if r.Status == OK {
+				r.Status = Warning
+			}
+			fmt.Fprintf(sb, "; NGINX (in front) logged %d OCSP failure%s (mostly %s); it staples asynchronously, so its handshakes are not stalled, but staples expire if the outage lasts",
+				n.Failures.Total, plural(n.Failures.Total), top(n.Failures.ByCause))
+		} else {
+			fmt.Fprintf(sb, "; NGINX answers on the HTTPS port (%d of %d SSL servers staple), no OCSP failures in its error log", n.StaplingServers, n.SSLServers)
+		}
+		if n.ConfigError != "" || n.LogError != "" {
+			if r.Status == OK {
+				r.Status = Warning
+			}
+			sb.WriteString("; NGINX could not be read fully: " + strings.TrimPrefix(n.ConfigError+"; "+n.LogError, "; "))
+		}
+	default:
+		if r.Status == OK || r.Status == Warning {
+			r.Status = Unknown
+		}
+		sb.WriteString("; " + fe.Note)
+	}
 }
 
 // top is the key with the highest count (ties: alphabetical), "" for an empty map.

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/stapling-agent/stapling-agent/agent/escape"
+	"github.com/stapling-agent/stapling-agent/agent/frontend"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
 	"github.com/stapling-agent/stapling-agent/apacheconf"
 )
@@ -156,6 +157,32 @@ func renderPrometheus(w io.Writer, r *Report) error {
 	fmt.Fprintf(w, "stapling_agent_log_lines_scanned %d\n", r.Log.LinesScanned)
 	metric("log_skipped_lines", "Lines over 64 KiB skipped by the audit.", "gauge")
 	fmt.Fprintf(w, "stapling_agent_log_skipped_lines %d\n", r.Log.SkippedLines)
+	if fe := r.FrontEnd; fe != nil {
+		metric("frontend", "Who answers on the HTTPS port: 1 for the server detected.", "gauge")
+		for _, s := range []frontend.Server{frontend.ServerApache, frontend.ServerNginx, frontend.ServerLiteSpeed, frontend.ServerOther, frontend.ServerUnknown} {
+			fmt.Fprintf(w, "stapling_agent_frontend{server=%s} %d\n", label(string(s)), b(fe.Server == s))
+		}
+		metric("backend_only_failures", "Apache's responder failures in the window while another server answers on the HTTPS port.", "gauge")
+		fmt.Fprintf(w, "stapling_agent_backend_only_failures %d\n", r.Failures.BackendOnly)
+	}
+	if n := r.Nginx; n != nil {
+		metric("nginx_ocsp_failures", "NGINX's OCSP failures in the window (it staples asynchronously), by cause.", "gauge")
+		for _, k := range ranked(n.Failures.ByCause) {
+			fmt.Fprintf(w, "stapling_agent_nginx_ocsp_failures{cause=%s} %d\n", label(k), n.Failures.ByCause[k])
+		}
+		metric("nginx_ocsp_failures_by_responder", "NGINX's OCSP failures in the window, by responder.", "gauge")
+		top, other := topResponders(n.Failures.ByResponder)
+		for _, s := range top {
+			fmt.Fprintf(w, "stapling_agent_nginx_ocsp_failures_by_responder{responder=%s} %d\n", label(s.responder), s.n)
+		}
+		if other > 0 {
+			fmt.Fprintf(w, "stapling_agent_nginx_ocsp_failures_by_responder{responder=%s} %d\n", label(otherResponders), other)
+		}
+	}
+	if wh := r.WHM; wh != nil {
+		metric("whm_differs", "Whether WHM's SSL Use Stapling switch differs from the effective stapling.", "gauge")
+		fmt.Fprintf(w, "stapling_agent_whm_differs %d\n", b(wh.Differs))
+	}
 	return nil
 }
 
@@ -250,6 +277,40 @@ func renderText(w io.Writer, r *Report) error {
 		if off > 0 {
 			fmt.Fprintf(w, "  %d vhost%s set SSLUseStapling off themselves (cPanel does so for certificates without an OCSP URL)\n", off, plural(off))
 		}
+		if wh := r.WHM; wh != nil {
+			fmt.Fprintf(w, "whm           SSL Use Stapling shows %s (%s)", name(wh.Shown), path(wh.File))
+			switch {
+			case wh.Error != "":
+				fmt.Fprintf(w, ": %s", prose(wh.Error))
+			case wh.Differs:
+				fmt.Fprintf(w, ": %s", prose(wh.Explanation))
+			}
+			fmt.Fprintln(w)
+		}
+		if fe := r.FrontEnd; fe != nil {
+			fmt.Fprintf(w, "frontend      %s on the HTTPS port", name(string(fe.Server)))
+			if len(fe.ApachePorts) > 0 {
+				fmt.Fprintf(w, "; Apache on %s", name(fmt.Sprint(fe.ApachePorts)))
+			}
+			if fe.Note != "" {
+				fmt.Fprintf(w, ": %s", prose(fe.Note))
+			}
+			fmt.Fprintln(w)
+			for i, ev := range fe.Evidence {
+				if i == 3 {
+					fmt.Fprintf(w, "  (%d more)\n", len(fe.Evidence)-3)
+					break
+				}
+				fmt.Fprintf(w, "  %s\n", prose(ev))
+			}
+		}
+		if n := r.Nginx; n != nil {
+			fmt.Fprintf(w, "nginx         %d of %d SSL servers staple; %d OCSP failure%s in its error log", n.StaplingServers, n.SSLServers, n.Failures.Total, plural(n.Failures.Total))
+			if n.Failures.Total > 0 {
+				fmt.Fprintf(w, " (by cause %s; by responder %s)", counts(n.Failures.ByCause, len(n.Failures.ByCause)), counts(n.Failures.ByResponder, maxListed))
+			}
+			fmt.Fprintf(w, "\n  %s\n", prose(n.Remediation))
+		}
 		fmt.Fprintf(w, "error_log     %s (%d file%s, %s, %d lines, %d skipped)\n", path(r.Layout.ErrorLog), len(r.Log.Files), plural(len(r.Log.Files)), humanBytes(r.Log.BytesScanned), r.Log.LinesScanned, r.Log.SkippedLines)
 		fmt.Fprintf(w, "window        %s to %s\n", r.Window.Since.Format(time.RFC3339), r.Window.Until.Format(time.RFC3339))
 	}
@@ -257,6 +318,9 @@ func renderText(w io.Writer, r *Report) error {
 	if f.Total > 0 {
 		fmt.Fprintf(w, "failures      %d (max %d in %s; threshold %d; daemon would act: %s)\n", f.Total, f.MaxInWindow, name(r.Policy.Window), r.Policy.Threshold, yesNo(r.Policy.WouldAct))
 		fmt.Fprintf(w, "  by cause      %s\n  by responder  %s\n", counts(f.ByCause, len(f.ByCause)), counts(f.ByResponder, maxListed))
+		if f.BackendOnly > 0 {
+			fmt.Fprintf(w, "  backend only  %d (another server answers on the HTTPS port; these met only clients reaching Apache directly)\n", f.BackendOnly)
+		}
 		if f.First != nil && f.Last != nil {
 			fmt.Fprintf(w, "  first %s, last %s\n", f.First.Format(time.RFC3339), f.Last.Format(time.RFC3339))
 		}

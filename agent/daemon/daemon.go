@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stapling-agent/stapling-agent/agent/env"
+	"github.com/stapling-agent/stapling-agent/agent/frontend"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
 	"github.com/stapling-agent/stapling-agent/agent/probe"
 	"github.com/stapling-agent/stapling-agent/agent/remediate"
@@ -639,6 +640,7 @@ func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessm
 		return c.a
 	}
 	a := remediate.AssessPlanned(l)
+	a.Facts.FrontEnd = frontEnd(l.Root)
 	c.readings.Add(1)
 	files := []string{l.Path(l.Include), l.Path(l.HTTPDConf)}
 	dirs := map[string]bool{}
@@ -658,6 +660,23 @@ func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessm
 }
 
 func (c *factsCache) invalidate() { c.files = nil }
+
+// frontEnd is the server answering on the HTTPS port when it is not Apache (the policy then
+// never restarts Apache for its backend's failures); "" for Apache, or when nothing tells.
+// Read with the facts: a front end installed meanwhile is seen within factsTTL.
+func frontEnd(root string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fe, err := frontend.Detect(ctx, root, nil)
+	if err != nil || fe == nil {
+		return ""
+	}
+	switch fe.Server {
+	case frontend.ServerApache, frontend.ServerUnknown:
+		return ""
+	}
+	return string(fe.Server)
+}
 
 // statKey records each file's identity, size and mtime; a missing file is recorded as such.
 func statKey(files []string) string {

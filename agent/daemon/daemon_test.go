@@ -13,6 +13,7 @@ import (
 
 	"github.com/stapling-agent/stapling-agent/agent/config"
 	"github.com/stapling-agent/stapling-agent/agent/env"
+	"github.com/stapling-agent/stapling-agent/agent/frontend"
 	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
 	"github.com/stapling-agent/stapling-agent/agent/probe"
@@ -433,5 +434,21 @@ func TestDaemonSkewedLinesCannotBlindIt(t *testing.T) {
 	}
 	if r.decisions() != "remediate" {
 		t.Fatalf("a real outage after skewed lines: decisions %s", r.decisions())
+	}
+}
+
+// NGINX answers on 443: Apache's failures are its backend's, and the daemon reports
+// not_client_facing instead of restarting Apache, however many there are.
+func TestDaemonDoesNotRestartApacheBehindAFrontEnd(t *testing.T) {
+	r := newRig(t, policy.Enforce, "", nil)
+	if err := frontend.WriteFakeListener(r.Root, 812, 443, "/usr/sbin/nginx"); err != nil {
+		t.Fatal(err)
+	}
+	r.d.facts.invalidate() // read with the facts: nginx came after the rig's first reading
+	r.begin()
+	r.fail(10)
+	r.poll()
+	if r.decisions() != "not_client_facing" || r.Runner.Names() != "" || r.Read(t, ea4Include) != adminBytes {
+		t.Fatalf("decisions %s, ran %q", r.decisions(), r.Runner.Names())
 	}
 }

@@ -33,6 +33,9 @@ const (
 	Corroborate     Kind = "corroborate"
 	NotCorroborated Kind = "not_corroborated" // the log shows failures, but the responders answer from here
 	ScopedOut       Kind = "scoped_out"       // the failing responders serve too few vhosts to turn stapling off for all
+	// NotClientFacing: NGINX, LiteSpeed or another server answers on the HTTPS port, not
+	// Apache; its failures come from clients reaching Apache's backend port directly.
+	NotClientFacing Kind = "not_client_facing"
 
 	// Made by the daemon outside Decide, logged with the same field.
 	FinishInterrupted Kind = "finish_interrupted" // a remediation a crash interrupted, finished at start
@@ -118,6 +121,10 @@ type Facts struct {
 	// Proxy is the SSLOCSPProxyURL's host:port: mod_ssl's lines then name the proxy, so a
 	// failure naming it may be any responder's.
 	Proxy string
+	// FrontEnd is the server that answers on the host's HTTPS port when it is not Apache
+	// ("nginx", "litespeed", "other"); "" when it is Apache or cannot be told (then the
+	// agent acts as it always has).
+	FrontEnd string
 }
 
 // Responder is an OCSP responder that served certificates name, with who depends on it.
@@ -246,6 +253,11 @@ func Decide(in Input) Decision {
 	}
 	outage := fmt.Sprintf("%d responder failures within %s (threshold %d)%s", n, ShortDuration(p.Window), p.Threshold, foreign)
 	switch {
+	case f.FrontEnd != "":
+		// Restarting Apache cannot change what visitors get from the front end, and NGINX
+		// and LiteSpeed staple asynchronously: a dead responder does not stall them.
+		return Decision{Kind: NotClientFacing, Reason: fmt.Sprintf("%s; but %s answers on the HTTPS port, not Apache: these are Apache's backend failures (clients reaching its port directly), and restarting Apache would not change what visitors get",
+			outage, f.FrontEnd)}
 	case f.IncludeOff && f.Wired:
 		// A restart cannot help; the include is read and already says off.
 		r := "fix not effective: stapling is already off in " + f.Include + ", yet failures continue"

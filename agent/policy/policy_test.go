@@ -93,6 +93,8 @@ func TestDecide(t *testing.T) {
 	notWired.IncludeOff, notWired.Wired = true, false
 	refused := on
 	refused.Refusal = "1 SSL vhost serves a Must-Staple certificate"
+	behindNginx := on
+	behindNginx.FrontEnd = "nginx"
 	recent := Memory{LastAct: now.Add(-10 * time.Minute), Acts: []time.Time{now.Add(-10 * time.Minute)}}
 	twoToday := Memory{LastAct: now.Add(-2 * time.Hour), Acts: []time.Time{now.Add(-5 * time.Hour), now.Add(-2 * time.Hour)}}
 	yesterday := Memory{LastAct: now.Add(-25 * time.Hour), Acts: []time.Time{now.Add(-26 * time.Hour), now.Add(-25 * time.Hour)}}
@@ -131,6 +133,9 @@ func TestDecide(t *testing.T) {
 		{"cooldown in dry-run too", DryRunMode, atCA, 0, recent, on, nil, Cooldown, "cooldown"},
 		{"max per day", Enforce, atCA, 0, twoToday, on, nil, MaxPerDay, "2 remediations in the last 24h"},
 		{"yesterday's acts do not count", Enforce, atCA, 0, yesterday, on, caDown, Act, ""},
+		{"NGINX in front: Apache's failures are its backend's", Enforce, atCA, 0, Memory{}, behindNginx, caDown, NotClientFacing, "nginx answers on the HTTPS port, not Apache"},
+		{"a front end is not client-facing Apache even below a refusal", Enforce, atCA, 0, Memory{}, func() Facts { f := refused; f.FrontEnd = "litespeed"; return f }(), nil, NotClientFacing, "litespeed"},
+		{"below the threshold a front end changes nothing", Enforce, map[string]int{ca.Key: 2}, 0, Memory{}, behindNginx, nil, None, "below the threshold"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
