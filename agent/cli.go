@@ -25,6 +25,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +39,7 @@ import (
 	"github.com/stapling-agent/stapling-agent/agent/daemon"
 	"github.com/stapling-agent/stapling-agent/agent/env"
 	"github.com/stapling-agent/stapling-agent/agent/escape"
+	"github.com/stapling-agent/stapling-agent/agent/frontend"
 	"github.com/stapling-agent/stapling-agent/agent/probe"
 	"github.com/stapling-agent/stapling-agent/agent/remediate"
 	"github.com/stapling-agent/stapling-agent/apacheconf"
@@ -227,6 +230,52 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 		cmd.Flags().BoolVar(&force, "force", false, "turn stapling off even for vhosts serving Must-Staple certificates")
 	}
 	return cmd
+}
+
+// frontEndTargets are the public HTTPS listeners when another server answers there instead
+// of Apache, and the role of Apache's own vhost addresses then: NGINX's SSL servers from its
+// config (first listen address, first plain server_name), with Apache's vhosts its backend.
+// LiteSpeed serves Apache's vhost addresses itself (it reads Apache's config), so those are
+// the front end; behind another server only Apache's backend is known.
+func frontEndTargets(ctx context.Context, l *apacheconf.Layout) (front []probe.Target, apacheRole string, err error) {
+	fe, err := frontend.Detect(ctx, l.Root, nil)
+	switch {
+	case err != nil || fe == nil || fe.Server == frontend.ServerApache || fe.Server == frontend.ServerUnknown:
+		return nil, "", err
+	case fe.Server == frontend.ServerLiteSpeed:
+		return nil, "frontend (litespeed)", nil
+	case fe.Server != frontend.ServerNginx:
+		return nil, "backend", nil
+	}
+	cfg, err := frontend.ReadNginxConfig(ctx, l.Root, "")
+	if err != nil {
+		return nil, "backend", fmt.Errorf("NGINX answers on the HTTPS port, but its config cannot be read: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, s := range cfg.Servers {
+		if !s.SSL || len(s.Listen) == 0 {
+			continue
+		}
+		addr := strings.Fields(s.Listen[0])[0]
+		if _, err := strconv.Atoi(addr); err == nil {
+			addr = "*:" + addr // `listen 443 ssl`: every address
+		}
+		t := probe.Target{Address: probe.TargetAddress(addr), Role: "frontend"}
+		for _, n := range s.Names {
+			if n != "" && n != "_" && !strings.ContainsAny(n, "*~") {
+				t.ServerName = n
+				break
+			}
+		}
+		if len(s.Certificates) > 0 {
+			t.Configured, _ = probe.LoadCertFile(l.Path(s.Certificates[0]))
+		}
+		if k := t.Address + "|" + t.ServerName; !seen[k] {
+			seen[k] = true
+			front = append(front, t)
+		}
+	}
+	return front, "backend", nil
 }
 
 // auditMemoryLimit is the audit's soft memory limit (runtime/debug.SetMemoryLimit).
@@ -423,6 +472,16 @@ could be probed.`,
 					return unknown(fmt.Errorf("read Apache config: %w", err))
 				}
 				tg = probe.Targets(l, cfg, 0)
+				// Behind another server, what visitors reach is the front end: probed first,
+				// and Apache's vhosts separately as its backend.
+				front, role, err := frontEndTargets(cmd.Context(), l)
+				if err != nil {
+					return unknown(err)
+				}
+				for i := range tg {
+					tg[i].Role = role
+				}
+				tg = append(front, tg...)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
 			defer cancel()

@@ -52,6 +52,7 @@ type TargetResult struct {
 	Address    string            `json:"address"`
 	ServerName string            `json:"servername"`
 	VHost      string            `json:"vhost,omitempty"` // file:line of the <VirtualHost>
+	Role       string            `json:"role,omitempty"`  // frontend | backend, behind another server
 	Protocols  map[string]string `json:"protocols"`       // accepted | alert | reset | timeout | error
 	Alerts     map[string]string `json:"alerts,omitempty"`
 	Negotiated struct {
@@ -91,8 +92,12 @@ type ResponderResult struct {
 // Target is one TLS endpoint to probe and what Apache is configured to serve there.
 type Target struct {
 	Address, ServerName string
-	VHost               string    // file:line of the <VirtualHost>, when it comes from the config
-	Configured          *CertFile // the certificate configured for it, when readable
+	VHost               string // file:line of the <VirtualHost>, when it comes from the config
+	// Role says which side a target is when another server answers on the HTTPS port:
+	// "frontend" (what visitors reach, e.g. NGINX) or "backend" (Apache behind it); "" when
+	// Apache itself answers.
+	Role       string
+	Configured *CertFile // the certificate configured for it, when readable
 }
 
 // Name is how an operator recognises the target: its SNI name, else its address.
@@ -421,7 +426,7 @@ func handshakeOutcome(err error) (string, string) {
 }
 
 func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult {
-	r := TargetResult{Address: t.Address, ServerName: t.ServerName, VHost: t.VHost, Protocols: map[string]string{}, Alerts: map[string]string{}}
+	r := TargetResult{Address: t.Address, ServerName: t.ServerName, VHost: t.VHost, Role: t.Role, Protocols: map[string]string{}, Alerts: map[string]string{}}
 	// The default offer first: when it stalls (or cannot connect), every other handshake
 	// would too, so none is repeated: a stalled vhost costs one timeout, not five.
 	c, dur, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: true}, timeout)
@@ -678,7 +683,11 @@ func RenderText(w io.Writer, rep *Report) {
 		if sni == "" {
 			sni = "no SNI"
 		}
-		fmt.Fprintf(w, "%s (%s)\n", escape.Line(t.Address), escape.Line(sni))
+		role := ""
+		if t.Role != "" {
+			role = ", " + escape.Line(t.Role)
+		}
+		fmt.Fprintf(w, "%s (%s%s)\n", escape.Line(t.Address), escape.Line(sni), role)
 		var ps []string
 		for _, v := range tlsVersions {
 			p := v.name + " " + t.Protocols[v.name]
