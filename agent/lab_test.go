@@ -139,15 +139,31 @@ type handshake struct {
 // handshake connects as a browser would, asking for a staple (Go's client always sends
 // status_request), and verifies the chain against the lab CA.
 func (l *lab) handshake(servername string) handshake {
+	return l.handshakeAt(l.httpsPort, servername)
+}
+
+// handshakeAt is handshake on another of the lab's ports (with FRONT=nginx, Apache's backend
+// port, which a client can still reach directly).
+func (l *lab) handshakeAt(port, servername string) handshake {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	start := time.Now()
-	c, err := tls.DialWithDialer(d, "tcp", "127.0.0.1:"+l.httpsPort, &tls.Config{ServerName: servername, RootCAs: l.roots})
+	c, err := tls.DialWithDialer(d, "tcp", "127.0.0.1:"+port, &tls.Config{ServerName: servername, RootCAs: l.roots})
 	h := handshake{dur: time.Since(start), err: err}
 	if err == nil {
 		h.stapled = len(c.ConnectionState().OCSPResponse) > 0
 		c.Close()
 	}
 	return h
+}
+
+// nginxReload (FRONT=nginx) reloads nginx and returns once its new worker runs: nothing is
+// cached there, so the next handshake that asks for a staple makes nginx fetch one.
+func (l *lab) nginxReload() { l.script("nginx", "reload", l.dir) }
+
+// nginxErrorLog (FRONT=nginx) is nginx's error log, at ea-nginx's path under the lab.
+func (l *lab) nginxErrorLog() string {
+	b, _ := os.ReadFile(filepath.Join(l.dir, "var/log/nginx/error.log"))
+	return string(b)
 }
 
 func (l *lab) errorLog() string {

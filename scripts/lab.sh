@@ -8,6 +8,7 @@
 #   scripts/lab.sh handshake DIR [SERVERNAME]
 #                                    one TLS handshake asking for a staple (default shop.test);
 #                                    prints the status
+#   scripts/lab.sh nginx reload DIR  (FRONT=nginx) reload nginx: new workers, no staples cached
 #
 # Ports: HTTPS_PORT and OCSP_PORT from the environment, else free ones picked at random;
 # written to DIR/lab.env. Needs Debian's apache2 and openssl.
@@ -41,6 +42,34 @@
 #                  refuses `ServerName *.star.test`, "Invalid ServerName ... use ServerAlias".)
 # and mod_info, so `apache2 -t -D DUMP_CONFIG` answers.
 #
+# With FRONT=nginx, Debian's nginx in front of Apache as cPanel's ea-nginx puts it (FACTS.md
+# section 12; CpanelInc/ea-nginx: nginx.conf, ea-nginx.conf.tt, server.conf.tt, cpanel-proxy.conf):
+#   HTTPS_PORT      nginx (the public port: what clients and `handshake` use); it proxies each
+#                   request to Apache over TLS with the client's name as SNI and Host.
+#   APACHE_SSL_PORT Apache (lab.env), where ea-nginx moves it (444 on a real host, with
+#                   `whmapi1 set_tweaksetting`): Apache's Listen and SSL vhosts are on it, and
+#                   var/cpanel/cpanel.config says apache_ssl_port=0.0.0.0:APACHE_SSL_PORT.
+#   etc/nginx/nginx.conf                     ea-nginx's, read as `nginx -p DIR/ -c` it; includes
+#                                            relative to etc/nginx (nginx's conf prefix), pid and
+#                                            logs relative to DIR, so nginx and --root DIR agree
+#   etc/nginx/conf.d/ea-nginx.conf           ea-nginx's globals (Apache's address) and its marker
+#   etc/nginx/conf.d/users.conf, users/shop.conf  one file per cPanel user, a server{} per
+#                                            site (shop.test; mustaple.test with MUSTSTAPLE=1) on
+#                                            Apache's certificates, with server.conf.tt's includes
+#   etc/nginx/conf.d/server-includes/ocsp-stapling.conf  an admin's stapling for every site
+#                                            (ea-nginx's templates set none): ssl_stapling on,
+#                                            ssl_stapling_verify on, resolver 127.0.0.1 (the
+#                                            responder URL is an address: nothing is resolved)
+#   var/log/nginx/error.log (level warn, as ea-nginx), var/run/nginx.pid
+#   proc/   who listens where, for stapling-agent --root DIR (the agent reads ROOT/proc; see
+#           agent/frontend's package comment, the shape frontend.WriteFakeListener writes):
+#           nginx's master pid with exe /usr/sbin/nginx on HTTPS_PORT and Apache's parent pid
+#           with exe /usr/sbin/httpd (cPanel's binary) on APACHE_SSL_PORT. Written by `up` and
+#           `nginx reload`: a snapshot, not the live /proc.
+# Only the sites above go through nginx; SHAPES' and TENANTS' vhosts stay on Apache's port.
+# nginx runs as root (workers as www-data) and `down` stops it by its pids. Needs the nginx
+# package.
+#
 # With TENANTS=1, two customer accounts as cPanel writes them into httpd.conf (DocumentRoot
 # under the account's home, SuexecUserGroup, ScriptAlias /cgi-bin/), on the same HTTPS port
 # with SNI, and the code a customer can run there, to test what a tenant can put in error_log
@@ -67,10 +96,13 @@
 #       includes every include file.
 set -euo pipefail
 
-cmd=${1:?usage: lab.sh up|down|responder|handshake DIR}
+cmd=${1:?usage: lab.sh up|down|responder|nginx|handshake DIR}
 if [ "$cmd" = responder ]; then
   action=${2:?usage: lab.sh responder start|stop DIR}
   dir=${3:?usage: lab.sh responder start|stop DIR}
+elif [ "$cmd" = nginx ]; then
+  action=${2:?usage: lab.sh nginx reload DIR}
+  dir=${3:?usage: lab.sh nginx reload DIR}
 else
   dir=${2:?usage: lab.sh $cmd DIR}
 fi
@@ -90,6 +122,40 @@ apache_pids() {
         ;;
     esac
   done
+}
+
+# nginx_pids (FRONT=nginx): every live process of this tree's nginx: the master, found by its
+# arguments (nginx keeps them in its title, "nginx: master process /usr/sbin/nginx -p DIR/ ..."),
+# and its children (workers, whose title names no directory) by their parent pid.
+nginx_pids() {
+  local p masters=""
+  # grep's own arguments hold the pattern too: keep the processes whose title is nginx's.
+  for p in $(grep -alF -- "/usr/sbin/nginx -p $dir/ " /proc/[0-9]*/cmdline 2>/dev/null); do
+    p=${p#/proc/}
+    p=${p%/cmdline}
+    case "$({ head -c 40 "/proc/$p/cmdline" | tr '\0' ' '; } 2>/dev/null)" in
+      "nginx: master process "* | "/usr/sbin/nginx "*) masters+=" $p" ;;
+    esac
+  done
+  # shellcheck disable=SC2086
+  masters=$(alive $masters)
+  [ -n "$masters" ] || return 0
+  # shellcheck disable=SC2086
+  echo $masters
+  # Field 4 of /proc/PID/stat (the second after the parenthesised name) is the parent's pid.
+  # shellcheck disable=SC2086
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v m=" $(echo $masters) " \
+    '{ pid = $1; sub(/.*\) /, ""); if ($1 != "Z" && index(m, " " $2 " ")) print pid }'
+}
+
+# alive PID...: prints those that still run (not zombies).
+alive() {
+  local p state
+  for p in "$@"; do
+    state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$p/stat" 2>/dev/null) || continue
+    [ -n "$state" ] && [ "$state" != Z ] && echo "$p"
+  done
+  return 0
 }
 
 free_port() {
@@ -173,7 +239,7 @@ cgid_sock_dir() {
 # shapes_modules and shapes_vhosts, the lines build adds to httpd.conf.
 shapes_config() {
   any=${ANY_PORT:-$(free_port)}
-  while [ "$any" = "$https" ] || [ "$any" = "$ocsp" ] || [ "$any" = "${dead:-}" ] || [ "$any" = "${http:-}" ] || listening "$any"; do any=$(free_port); done
+  while [ "$any" = "$https" ] || [ "$any" = "$public" ] || [ "$any" = "$ocsp" ] || [ "$any" = "${dead:-}" ] || [ "$any" = "${http:-}" ] || listening "$any"; do any=$(free_port); done
   printf 'ANY_PORT=%s\n' "$any" >>"$dir/lab.env"
   # ::1 must exist to bind it; a container without IPv6 has none (checked in /proc, which
   # needs no tool). IPV6=0 leaves it out anyway, to see the lab as such a machine has it.
@@ -290,6 +356,234 @@ Listen 127.0.0.1:$any$any_v6
 "
 }
 
+# front_config (FRONT=nginx, called by build before the other options): moves Apache off the
+# public port, as ea-nginx does: sets https, the port Apache's Listen and SSL vhosts use, to
+# APACHE_SSL_PORT, and adds FRONT and APACHE_SSL_PORT to lab.env. HTTPS_PORT stays public.
+front_config() {
+  if [ ! -x /usr/sbin/nginx ]; then
+    echo "lab: FRONT=nginx needs Debian's nginx: apt-get install nginx" >&2
+    exit 1
+  fi
+  https=${APACHE_SSL_PORT:-$(free_port)}
+  while [ "$https" = "$public" ] || [ "$https" = "$ocsp" ] || listening "$https"; do https=$(free_port); done
+  printf 'FRONT=nginx\nAPACHE_SSL_PORT=%s\n' "$https" >>"$dir/lab.env"
+}
+
+# front_files (FRONT=nginx, called by build once the certificates exist): nginx's tree as
+# ea-nginx writes it (see the header), and cPanel's record of Apache's ports.
+front_files() {
+  local n=$dir/etc/nginx
+  mkdir -p "$n/conf.d/users/shop/shop.test" "$n/conf.d/server-includes" "$n/conf.d/includes-optional" \
+    "$dir/var/log/nginx" "$dir/var/run" "$dir/var/lib/nginx" "$dir/var/cpanel"
+  cat >"$n/nginx.conf" <<'EOF'
+# ea-nginx's nginx.conf (CpanelInc/ea-nginx SOURCES/nginx.conf) for the stapling-agent lab,
+# started as nginx -p ROOT/ -c ROOT/etc/nginx/nginx.conf. ea-nginx writes absolute paths
+# (/etc/nginx/conf.d/*.conf, /var/log/nginx/error.log, /var/run/nginx.pid); here includes are
+# relative to this file's directory (nginx's conf prefix) and pid, logs and temp paths to the
+# prefix ROOT, so the real nginx and stapling-agent --root ROOT read the same files.
+user  www-data;
+worker_processes  1;
+
+error_log  var/log/nginx/error.log warn;
+pid        var/run/nginx.pid;
+
+events {
+    worker_connections  1024;
+}
+
+http {
+    default_type  application/octet-stream;
+    access_log  var/log/nginx/access.log;
+    # Debian's built-in temp paths are the host's /var/lib/nginx.
+    client_body_temp_path var/lib/nginx/body;
+    proxy_temp_path var/lib/nginx/proxy;
+    fastcgi_temp_path var/lib/nginx/fastcgi;
+    uwsgi_temp_path var/lib/nginx/uwsgi;
+    scgi_temp_path var/lib/nginx/scgi;
+    keepalive_timeout  65;
+
+    include conf.d/*.conf;
+}
+EOF
+  cat >"$n/conf.d/ea-nginx.conf" <<EOF
+# ea-nginx's globals (ea-nginx.conf.tt): where Apache is, from cPanel's tweak settings
+# (apache_port_ip, apache_ssl_port), and Apache's SSLProtocol. No port 80 in the lab, so no
+# CPANEL_APACHE_PROXY_PORT.
+map \$host \$CPANEL_APACHE_PROXY_SSL_IP {
+    default 127.0.0.1;
+}
+
+map \$host \$CPANEL_APACHE_PROXY_SSL_PORT {
+    default $https;
+}
+
+ssl_protocols TLSv1.2 TLSv1.3;
+proxy_ssl_protocols TLSv1.2 TLSv1.3;
+EOF
+  printf 'include conf.d/users/*.conf;\n' >"$n/conf.d/users.conf"
+  cat >"$n/conf.d/includes-optional/cpanel-proxy.conf" <<'EOF'
+# ea-nginx's cpanel-proxy.conf, the parts that matter here: HTTP/1.0 (a fresh TLS connection per
+# request, whose SNI matches Host: Apache 2.4.64+ answers 421 otherwise) and the client's name
+# as SNI. nginx's upstream TLS asks for no staple: proxied requests make Apache fetch none.
+proxy_http_version 1.0;
+proxy_set_header Connection "";
+proxy_set_header Host $host;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Port $server_port;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_set_header X-Real-IP $remote_addr;
+proxy_connect_timeout 300s;
+proxy_read_timeout 300s;
+proxy_send_timeout 300s;
+proxy_ssl_server_name on;
+proxy_ssl_name $host;
+proxy_ssl_session_reuse off;
+EOF
+  # site NAME: one server{} as server.conf.tt writes it for a site with a certificate, in
+  # reverse-proxy mode; the certificate is Apache's combined file (certificate, key, chain).
+  site() {
+    cat <<EOF
+
+server {
+    server_name $1 www.$1;
+    listen 127.0.0.1:$public ssl;
+
+    set \$CPANEL_APACHE_PROXY_REQ_IP \$CPANEL_APACHE_PROXY_SSL_IP;
+    set \$CPANEL_APACHE_PROXY_REQ_PORT \$CPANEL_APACHE_PROXY_SSL_PORT;
+
+    ssl_certificate ../apache2/ssl/$1.combined;
+    ssl_certificate_key ../apache2/ssl/$1.combined;
+
+    location / {
+        include conf.d/includes-optional/cpanel-proxy.conf;
+        proxy_pass \$scheme://\$CPANEL_APACHE_PROXY_REQ_IP:\$CPANEL_APACHE_PROXY_REQ_PORT;
+    }
+
+    include conf.d/server-includes/*.conf;
+    include conf.d/users/shop/*.conf;
+    include conf.d/users/shop/$1/*.conf;
+}
+EOF
+  }
+  {
+    echo "# ea-nginx's file for the cPanel user shop (server.conf.tt, one server{} per site)."
+    site shop.test
+    if [ "${MUSTSTAPLE:-0}" = 1 ]; then site mustaple.test; fi
+  } >"$n/conf.d/users/shop.conf"
+  if [ "${MUSTSTAPLE:-0}" = 1 ]; then mkdir -p "$n/conf.d/users/shop/mustaple.test"; fi
+  cat >"$n/conf.d/server-includes/ocsp-stapling.conf" <<'EOF'
+# An admin's OCSP stapling for every site (ea-nginx's templates set none). The responder URL in
+# the lab's certificates is an address, so the resolver is never asked.
+ssl_stapling on;
+ssl_stapling_verify on;
+resolver 127.0.0.1;
+EOF
+  # cPanel's tweak settings after ea-nginx moved Apache (whmapi1 set_tweaksetting). A real
+  # host also has apache_port=0.0.0.0:81; the lab's Apache has no plain-HTTP port of its own.
+  printf 'apache_ssl_port=0.0.0.0:%s\n' "$https" >"$dir/var/cpanel/cpanel.config"
+}
+
+# front_start (FRONT=nginx): starts nginx (it daemonizes; stdout and stderr to a file, so no
+# caller's pipe stays open) and waits for it to listen, then writes proc/.
+front_start() {
+  # shellcheck disable=SC1091
+  . "$dir/lab.env"
+  if ! /usr/sbin/nginx -p "$dir/" -c "$dir/etc/nginx/nginx.conf" -e "$dir/var/log/nginx/error.log" \
+    </dev/null >"$dir/run/nginx-start.log" 2>&1; then
+    echo "lab: nginx did not start: $(tail -n 5 "$dir/run/nginx-start.log" "$dir/var/log/nginx/error.log" 2>/dev/null)" >&2
+    exit 1
+  fi
+  for _ in $(seq 300); do
+    if listening "$HTTPS_PORT" && [ -s "$dir/var/run/nginx.pid" ]; then
+      front_proc
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "lab: nginx does not listen on $HTTPS_PORT: $(tail -n 5 "$dir/var/log/nginx/error.log" 2>/dev/null)" >&2
+  exit 1
+}
+
+# front_reload (FRONT=nginx): SIGHUP to the master, as `nginx -s reload`; returns once the old
+# workers are gone and a new one runs: its staples are not fetched yet.
+front_reload() {
+  local master old p fresh
+  master=$(cat "$dir/var/run/nginx.pid")
+  old=$(nginx_pids | tr ' ' '\n' | grep -vx "$master" || true)
+  kill -HUP "$master"
+  for _ in $(seq 200); do
+    fresh=0
+    for p in $(nginx_pids | tr ' ' '\n' | grep -vx "$master"); do
+      case " $(echo $old) " in *" $p "*) ;; *) fresh=1 ;; esac
+    done
+    # shellcheck disable=SC2086
+    if [ "$fresh" = 1 ] && [ -z "$(alive $old)" ]; then
+      front_proc
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "lab: nginx did not reload: $(tail -n 5 "$dir/var/log/nginx/error.log" 2>/dev/null)" >&2
+  exit 1
+}
+
+# front_proc (FRONT=nginx): DIR/proc as frontend.Detect reads it (agent/frontend/fakeproc.go
+# writes the same shape): nginx's master on HTTPS_PORT, Apache's parent on APACHE_SSL_PORT.
+front_proc() {
+  # shellcheck disable=SC1091
+  . "$dir/lab.env"
+  rm -rf "$dir/proc"
+  mkdir -p "$dir/proc/net"
+  printf '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n' >"$dir/proc/net/tcp"
+  fake_listener "$(cat "$dir/var/run/nginx.pid")" "$HTTPS_PORT" /usr/sbin/nginx
+  fake_listener "$(cat "$dir/etc/apache2/run/httpd.pid")" "$APACHE_SSL_PORT" /usr/sbin/httpd
+}
+
+# fake_listener PID PORT EXE: one LISTEN socket on 127.0.0.1:PORT (address and port in hex,
+# host byte order), owned by PID through fd/N -> socket:[INODE], PID running EXE.
+fake_listener() {
+  local pid=$1 port=$2 exe=$3 tcp=$dir/proc/net/tcp n inode fds comm
+  n=$(($(wc -l <"$tcp") - 1))
+  inode=$((40000 + n))
+  printf '%4d: 0100007F:%04X 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 %d 1 0000000000000000 100 0 0 10 0\n' \
+    "$n" "$port" "$inode" >>"$tcp"
+  mkdir -p "$dir/proc/$pid/fd"
+  fds=$(find "$dir/proc/$pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
+  ln -s "socket:[$inode]" "$dir/proc/$pid/fd/$((3 + fds))"
+  if [ ! -L "$dir/proc/$pid/exe" ]; then
+    ln -s "$exe" "$dir/proc/$pid/exe"
+    comm=$(basename "$exe")
+    printf '%s\n' "${comm:0:15}" >"$dir/proc/$pid/comm"
+  fi
+}
+
+# front_stop: stops this tree's nginx by its pids (TERM to the master, its fast shutdown; KILL
+# after 10 s to all of them); fails when any survives.
+front_stop() {
+  local pids masters
+  pids=$(nginx_pids)
+  [ -n "$pids" ] || return 0
+  masters=$(echo "$pids" | head -n 1)
+  # shellcheck disable=SC2086
+  kill -TERM $masters 2>/dev/null || true
+  for _ in $(seq 100); do
+    # shellcheck disable=SC2086
+    [ -z "$(alive $pids)" ] && break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2046,SC2086
+  if [ -n "$(alive $pids)" ]; then
+    kill -KILL $(alive $pids) 2>/dev/null || true
+    sleep 0.5
+  fi
+  # shellcheck disable=SC2086
+  if [ -n "$(alive $pids)" ]; then
+    echo "lab: nginx of $dir still running after SIGKILL: $(alive $pids)" >&2
+    return 1
+  fi
+  rm -f "$dir/var/run/nginx.pid"
+}
+
 # tenant_config (TENANTS=1, called by build): picks DEAD_OCSP_PORT, and sets tenant_modules
 # and tenant_vhosts, the lines build adds to httpd.conf.
 tenant_config() {
@@ -305,12 +599,12 @@ tenant_config() {
   # Nothing may listen on mallory's responder port: mod_ssl must get "connection refused".
   # Picked like the other ports, never one of them; the lab itself never binds it.
   dead=${DEAD_OCSP_PORT:-$(free_port)}
-  while [ "$dead" = "$https" ] || [ "$dead" = "$ocsp" ] || listening "$dead"; do dead=$(free_port); done
+  while [ "$dead" = "$https" ] || [ "$dead" = "$public" ] || [ "$dead" = "$ocsp" ] || listening "$dead"; do dead=$(free_port); done
   printf 'DEAD_OCSP_PORT=%s\n' "$dead" >>"$dir/lab.env"
   # mallory's site over plain HTTP too, as every cPanel site is on port 80: a request for the
   # scripts there involves no TLS handshake, so it makes mod_ssl log nothing of its own.
   http=${HTTP_PORT:-$(free_port)}
-  while [ "$http" = "$https" ] || [ "$http" = "$ocsp" ] || [ "$http" = "$dead" ] || listening "$http"; do http=$(free_port); done
+  while [ "$http" = "$https" ] || [ "$http" = "$public" ] || [ "$http" = "$ocsp" ] || [ "$http" = "$dead" ] || listening "$http"; do http=$(free_port); done
   printf 'HTTP_PORT=%s\n' "$http" >>"$dir/lab.env"
   mkdir -p "$(cgid_sock_dir)"
   # mod_php needs prefork, which the lab runs. The CGI module is mod_cgid by default (see the
@@ -407,10 +701,18 @@ EOF
 }
 
 build() {
-  local https=${HTTPS_PORT:-$(free_port)} ocsp=${OCSP_PORT:-$(free_port)}
+  # public: the port clients use (HTTPS_PORT); https: the one Apache's SSL vhosts listen on,
+  # the same one unless FRONT=nginx moves Apache to a backend port.
+  local public=${HTTPS_PORT:-$(free_port)} ocsp=${OCSP_PORT:-$(free_port)}
+  local https=$public front=${FRONT:-}
   local tenants=${TENANTS:-0} dead="" http="" tenant_modules="" tenant_vhosts=""
   local shapes=${SHAPES:-0} any="" v6=0 shapes_modules="" shapes_vhosts="" shapes_proxy=""
-  printf 'HTTPS_PORT=%s\nOCSP_PORT=%s\n' "$https" "$ocsp" >"$dir/lab.env"
+  printf 'HTTPS_PORT=%s\nOCSP_PORT=%s\n' "$public" "$ocsp" >"$dir/lab.env"
+  case "$front" in
+    "") ;;
+    nginx) front_config ;; # sets https to APACHE_SSL_PORT; adds FRONT and APACHE_SSL_PORT to lab.env
+    *) echo "lab: FRONT is nginx or unset" >&2; exit 2 ;;
+  esac
   if [ "$tenants" = 1 ]; then
     tenant_config # sets dead, tenant_modules, tenant_vhosts; adds DEAD_OCSP_PORT to lab.env
   fi
@@ -600,6 +902,9 @@ EOF
   if [ "$tenants" = 1 ]; then
     tenant_files
   fi
+  if [ "$front" = nginx ]; then
+    front_files
+  fi
 }
 
 case "$cmd" in
@@ -607,8 +912,14 @@ case "$cmd" in
     build
     responder_start
     "$dir/usr/local/cpanel/scripts/restartsrv_httpd" >/dev/null
+    if [ "${FRONT:-}" = nginx ]; then
+      front_start
+    fi
     . "$dir/lab.env"
     echo "lab up in $dir: https://127.0.0.1:$HTTPS_PORT (shop.test; mustaple.test with MUSTSTAPLE=1), OCSP responder 127.0.0.1:$OCSP_PORT"
+    if [ "${FRONT:-}" = nginx ]; then
+      echo "front: nginx on 127.0.0.1:$HTTPS_PORT (error log $dir/var/log/nginx/error.log), Apache moved to 127.0.0.1:$APACHE_SSL_PORT"
+    fi
     if [ "${SHAPES:-0}" = 1 ]; then
       six="v6.test on [::1] and 127.0.0.1"
       [ "$IPV6" = 1 ] || six="v6.test left out (no IPv6)"
@@ -623,6 +934,7 @@ case "$cmd" in
     # does nothing when a test left a broken directive in it. TERM, then KILL after 10 s, for
     # every process of this tree (the parent and its children); fail loudly if any survives.
     rc=0
+    front_stop || rc=1
     pids=$(apache_pids)
     if [ -n "$pids" ]; then
       # shellcheck disable=SC2086
@@ -653,10 +965,16 @@ case "$cmd" in
       *) echo "usage: lab.sh responder start|stop DIR" >&2; exit 2 ;;
     esac
     ;;
+  nginx)
+    case "$action" in
+      reload) front_reload ;;
+      *) echo "usage: lab.sh nginx reload DIR" >&2; exit 2 ;;
+    esac
+    ;;
   handshake)
     . "$dir/lab.env"
     echo | openssl s_client -connect "127.0.0.1:$HTTPS_PORT" -servername "${3:-shop.test}" -status 2>/dev/null |
       grep -E "OCSP Response Status|Cert Status|OCSP response: no response sent" || true
     ;;
-  *) echo "usage: lab.sh up|down|responder|handshake DIR" >&2; exit 2 ;;
+  *) echo "usage: lab.sh up|down|responder|nginx|handshake DIR" >&2; exit 2 ;;
 esac

@@ -101,9 +101,18 @@ func (r *Report) addNginx(ctx context.Context, root string, now time.Time) {
 			}
 		}
 	}
+	// nginx can log one failed fetch twice (1.22: "recv() failed (111: ...)" and then "OCSP
+	// responder prematurely closed connection", same worker, certificate and second): one
+	// attempt, counted once with the first, more specific cause.
+	var last string
 	_, err := frontend.ScanNginxLog(ctx, apacheconf.HostPath(root, frontend.NginxErrorLog), r.Window.Since, now.Add(time.Second), func(ev frontend.NginxEvent) {
 		switch ev.Kind {
 		case frontend.LogFailure:
+			attempt := ev.Proc + "|" + ev.Certificate + "|" + ev.Time.Truncate(time.Second).String()
+			if attempt == last {
+				return
+			}
+			last = attempt
 			n.Failures.Total++
 			n.Failures.ByCause[labelText(string(ev.Cause))]++
 			if ev.Responder != "" {
