@@ -50,6 +50,13 @@ func TestAuditFrontEnd(t *testing.T) {
 	if r.Status != Warning || !strings.Contains(r.Summary, "nginx answers on the HTTPS port, not Apache") || !strings.Contains(r.Summary, "NGINX (in front) logged 2 OCSP failures") {
 		t.Fatalf("%s: %s", r.Status, r.Summary)
 	}
+	var nagios strings.Builder
+	if err := Render(&nagios, r, Nagios); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(nagios.String(), "STAPLING WARNING - ") || !strings.Contains(nagios.String(), "frontend: nginx answers on the HTTPS port; Apache's failures are its backend's (4)") {
+		t.Errorf("nagios:\n%s", nagios.String())
+	}
 	var text, prom strings.Builder
 	if err := Render(&text, r, Text); err != nil {
 		t.Fatal(err)
@@ -96,9 +103,12 @@ func TestAuditWHMSwitch(t *testing.T) {
 	if !r.WHM.Differs || !strings.Contains(r.Summary, "WHM shows SSL Use Stapling On, but stapling-agent's block") || r.Status != OK {
 		t.Fatalf("%s: %s (%+v)", r.Status, r.Summary, r.WHM)
 	}
-	var text strings.Builder
+	var text, nagios strings.Builder
 	if err := Render(&text, r, Text); err != nil || !strings.Contains(text.String(), "whm           SSL Use Stapling shows On") {
 		t.Fatalf("text: %v\n%s", err, text.String())
+	}
+	if err := Render(&nagios, r, Nagios); err != nil || !strings.Contains(nagios.String(), "whm: SSL Use Stapling shows On, which does not win: WHM shows") {
+		t.Fatalf("nagios: %v\n%s", err, nagios.String())
 	}
 }
 

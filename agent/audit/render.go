@@ -77,6 +77,22 @@ func renderNagios(w io.Writer, r *Report) error {
 		global = "unset"
 	}
 	line("stapling: effective %s, global %s, stapling-agent block %s", r.Stapling.Effective, name(global), yesNo(r.Stapling.ManagedBlock))
+	if wh := r.WHM; wh != nil {
+		switch {
+		case wh.Error != "":
+			line("whm: SSL Use Stapling unknown: %s", prose(wh.Error))
+		case wh.Differs:
+			line("whm: SSL Use Stapling shows %s, which does not win: %s", name(wh.Shown), prose(wh.Explanation))
+		default:
+			line("whm: SSL Use Stapling shows %s", name(wh.Shown))
+		}
+	}
+	if fe := r.FrontEnd; fe != nil && !fe.ClientFacing {
+		line("frontend: %s answers on the HTTPS port; Apache's failures are its backend's (%d)", name(string(fe.Server)), f.BackendOnly)
+		if n := r.Nginx; n != nil {
+			line("nginx: %d OCSP failures (by cause: %s); %s", n.Failures.Total, counts(n.Failures.ByCause, len(n.Failures.ByCause)), prose(n.Remediation))
+		}
+	}
 	if f.Total > 0 {
 		line("failures by cause: %s; by responder: %s", counts(f.ByCause, len(f.ByCause)), counts(f.ByResponder, maxListed))
 	}
