@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -568,6 +569,14 @@ func (w *walker) expand(host string) ([]string, error) {
 				continue
 			}
 			matches = append(matches, Unroot(w.l.Root, p))
+		}
+		// A file a change is about to create (an override with no file yet, such as a
+		// per-vhost userdata include) matches the pattern as it will once written, so the
+		// reading with the change is the reading Apache will make.
+		for p := range w.override {
+			if ok, _ := path.Match(host, p); ok && !strings.HasPrefix(path.Base(p), ".") && !slices.Contains(matches, p) {
+				matches = append(matches, p)
+			}
 		}
 		sort.Strings(matches)
 	} else {

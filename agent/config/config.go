@@ -50,6 +50,10 @@ type Config struct {
 		// (decision scoped_out), not fixed by turning stapling off for everyone.
 		ScopeOutShare         float64 `mapstructure:"scope_out_share"`
 		ScopeOutSingleAccount bool    `mapstructure:"scope_out_single_account"`
+		// MustStaple is what a remediation does about SSL vhosts that serve a Must-Staple
+		// certificate and would lose their staple: exempt them (a per-vhost include keeps
+		// stapling on for them alone) or veto the remediation for the whole server.
+		MustStaple MustStaple `mapstructure:"must_staple"`
 	} `mapstructure:"policy"`
 	Commands struct {
 		Timeout    time.Duration `mapstructure:"timeout"`
@@ -58,6 +62,20 @@ type Config struct {
 		Rebuild    []string      `mapstructure:"rebuild"`    // empty: rebuildhttpdconf (EA4)
 	} `mapstructure:"commands"`
 }
+
+// MustStaple is the policy.must_staple key: what a remediation does about SSL vhosts serving a
+// Must-Staple certificate (TLS Feature status_request), which Firefox rejects without a staple.
+type MustStaple string
+
+const (
+	// MustStapleExempt (the default): stapling goes off for every other vhost, and stays on
+	// for those through a per-vhost include (cPanel's userdata include) that the same
+	// transaction writes; a vhost that cannot be exempted still refuses the remediation.
+	MustStapleExempt MustStaple = "exempt"
+	// MustStapleVeto: one such vhost refuses the remediation for the whole server (the
+	// behaviour before exemptions existed).
+	MustStapleVeto MustStaple = "veto"
+)
 
 var defaults = map[string]any{
 	"mode":                            string(policy.Enforce),
@@ -71,6 +89,7 @@ var defaults = map[string]any{
 	"policy.auto_revert_after":        time.Duration(0),
 	"policy.scope_out_share":          0.05,
 	"policy.scope_out_single_account": true,
+	"policy.must_staple":              string(MustStapleExempt),
 	"commands.timeout":                120 * time.Second,
 	"commands.configtest":             []string{},
 	"commands.restart":                []string{},
@@ -162,6 +181,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("policy.scope_out_share must be between 0 and 1, not %g", c.Policy.ScopeOutShare)
 	case c.Policy.AutoRevertAfter < 0:
 		return fmt.Errorf("policy.auto_revert_after must not be negative, not %s", c.Policy.AutoRevertAfter)
+	case c.Policy.MustStaple != MustStapleExempt && c.Policy.MustStaple != MustStapleVeto:
+		return fmt.Errorf("policy.must_staple must be exempt or veto, not %q", c.Policy.MustStaple)
 	case c.Commands.Timeout <= 0:
 		return fmt.Errorf("commands.timeout must be positive, not %s", c.Commands.Timeout)
 	case c.Log.Format != "" && c.Log.Format != "json" && c.Log.Format != "console":

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/stapling-agent/stapling-agent/agent/config"
 	"github.com/stapling-agent/stapling-agent/agent/env"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
 	"github.com/stapling-agent/stapling-agent/agent/probe"
@@ -42,9 +44,14 @@ type Remediator struct {
 	Out      io.Writer // the human report (stdout)
 	LockWait time.Duration
 	Now      func() time.Time
-	// Force turns stapling off even for vhosts serving Must-Staple certificates (remediate
-	// --force; the daemon never forces).
+	// Force turns stapling off even for vhosts serving Must-Staple certificates that are not
+	// exempted (remediate --force; the daemon never forces). In exempt mode the vhosts that can
+	// be exempted still are: Force only overrides the refusal for the others.
 	Force bool
+	// MustStaple is policy.must_staple: exempt (also when empty, the default) keeps stapling on
+	// for Must-Staple vhosts through a per-vhost include written in the same transaction; veto
+	// refuses the whole remediation while one would lose its staple.
+	MustStaple config.MustStaple
 	// Verify, when set, handshakes with the local SSL vhosts before the change and after the
 	// restart; a vhost that served before and fails after triggers the rollback.
 	Verify probe.Handshaker
@@ -74,9 +81,10 @@ func New(e *env.Env, out io.Writer) (*Remediator, error) {
 		Log:    e.Log,
 		Out:    out,
 		// The longest another run holds the lock: rebuild, config test and two restarts.
-		LockWait: 4*t + 30*time.Second,
-		Now:      e.Now,
-		Verify:   probe.TLSHandshaker{Timeout: 10 * time.Second},
+		LockWait:   4*t + 30*time.Second,
+		Now:        e.Now,
+		Verify:     probe.TLSHandshaker{Timeout: 10 * time.Second},
+		MustStaple: e.Config.Policy.MustStaple,
 	}, nil
 }
 
@@ -87,12 +95,16 @@ const maxVerify = 10
 // Report says what a Remediate or Revert call saw and did.
 type Report struct {
 	Action   state.Action
-	Changed  bool // the include's bytes changed
+	Changed  bool // a file of the transaction changed (the include, an exemption file)
 	Finished bool // an interrupted earlier run was completed
 	Noop     bool
 	Backup   string
 	Before   apacheconf.IncludeState
 	After    apacheconf.Stapling // effective stapling after the change
+	// Exempted names the Must-Staple vhosts this remediation kept stapling on for, each with
+	// its exemption file; Removed the exemption files a revert removed.
+	Exempted []string
+	Removed  []string
 }
 
 // Outcome is how a run that did not succeed ended.
@@ -130,21 +142,98 @@ func failed(format string, a ...any) error {
 
 // plan is everything a change needs, computed by reading only.
 type plan struct {
-	action  state.Action
-	snap    *apacheconf.FileSnapshot
-	before  apacheconf.IncludeState
-	next    []byte
-	changed bool
-	wired   bool
-	current *apacheconf.Config // the config as it reads now
-	after   *apacheconf.Config // the config as it would read with next in place
+	action state.Action
+	mode   config.MustStaple
+	snap   *apacheconf.FileSnapshot
+	before apacheconf.IncludeState
+	next   []byte
+	// incChanged: the include's bytes change; changed: any file of the transaction changes
+	// (the include, or an exemption file written or removed).
+	incChanged bool
+	changed    bool
+	wired      bool
+	current    *apacheconf.Config // the config as it reads now
+	after      *apacheconf.Config // the config as it would read with every file of the change in place
 	// mustStaple lists SSL vhosts that would lose stapling while serving a Must-Staple
-	// certificate.
+	// certificate: in veto mode each one refuses the change.
 	mustStaple []string
+	// exempt are the per-vhost exemption files of the transaction: for a remediation the
+	// files that keep stapling on for the Must-Staple vhosts (written, or already there with
+	// our exact bytes), for a revert the files of ours it removes.
+	exempt []*fileChange
+	// exemptWired: every vhost of exempt reads its file now; otherwise cPanel has the
+	// userdata Include line commented out (the directory did not exist at the last rebuild)
+	// and rebuildhttpdconf must wire it, as for the include.
+	exemptWired bool
+	// unexempt are Must-Staple vhosts that would lose stapling and cannot be exempted, each
+	// with why: in exempt mode each one refuses the change.
+	unexempt []string
+	// alsoOn are vhosts an exemption file keeps stapling on for besides the Must-Staple ones
+	// (they read the same userdata directory); leftAlone are files with our name that do not
+	// hold our exact bytes, which a revert leaves.
+	alsoOn    []string
+	leftAlone []string
 	// disagreement is where Apache's own answers (Layout.Answers) contradict the reading of
 	// current; "" when they agree or Apache was not asked.
 	disagreement string
 	layout       *apacheconf.Layout // the layout planned for: a plan is reused only for it
+
+	// Set while the transaction runs: the snapshots written so far (restored in reverse on
+	// rollback), and httpd.conf as it was before a rebuild (nil when none ran). A rollback
+	// after a rebuild puts httpd.conf back too: the rebuilt one may name a userdata directory
+	// the rollback removes, and Apache's Include fails on a directory (or a `*.conf` glob)
+	// with nothing in it, so the old config would not even pass the config test.
+	written   []*apacheconf.FileSnapshot
+	rebuilt   bool
+	httpdSnap *apacheconf.FileSnapshot
+}
+
+// fileChange is one exemption file of a transaction.
+type fileChange struct {
+	host   string // host path
+	snap   *apacheconf.FileSnapshot
+	write  bool  // the file changes (created, or removed by a revert)
+	remove bool  // revert: the file goes
+	vhosts []int // remediation: indexes in plan.current.VHosts of the vhosts it exempts
+	names  []string
+	// created are the directories this run made for the file, parents first.
+	created []string
+	// rmdir: a revert removes the file's directory too, which the file leaves empty: cPanel
+	// writes the vhost's `Include ".../*.conf"` for an existing directory, and Apache fails
+	// on a wildcard that matches nothing ("No matches for the wildcard"), so the directory
+	// goes and rebuildhttpdconf turns the line back into a comment. removedDir is set once
+	// it is gone.
+	rmdir      bool
+	removedDir bool
+}
+
+// files are the host paths of the transaction in write order. A remediation writes the
+// exemption files before the include and a revert removes them after it, so that at every
+// point between two writes (a crash) no Must-Staple vhost reads stapling off: finishing the
+// transaction forward, as the next run does, is always safe.
+func (p *plan) files() []string {
+	var ex []string
+	for _, f := range p.exempt {
+		if f.write {
+			ex = append(ex, f.host)
+		}
+	}
+	inc := []string{p.layout.Include}
+	if !p.incChanged {
+		inc = nil
+	}
+	if p.action == state.Revert {
+		return append(inc, ex...)
+	}
+	return append(ex, inc...)
+}
+
+// mode is policy.must_staple, exempt when unset.
+func (r *Remediator) mode() config.MustStaple {
+	if r.MustStaple == config.MustStapleVeto {
+		return config.MustStapleVeto
+	}
+	return config.MustStapleExempt
 }
 
 func (r *Remediator) plan(action state.Action) (*plan, error) {
@@ -160,12 +249,27 @@ func (r *Remediator) plan(action state.Action) (*plan, error) {
 	if bytes.IndexByte(snap.Data, 0) >= 0 {
 		return nil, refused("%s contains NUL bytes; not an Apache config file, fix it by hand first", l.Include)
 	}
-	p := &plan{action: action, snap: snap, before: apacheconf.InspectInclude(snap.Data), layout: l}
+	p := &plan{action: action, mode: r.mode(), snap: snap, before: apacheconf.InspectInclude(snap.Data), layout: l, exemptWired: true}
 	if action == state.Remediate {
-		p.next, p.changed = apacheconf.ApplyBlock(snap.Data)
+		p.next, p.incChanged = apacheconf.ApplyBlock(snap.Data)
 	} else {
-		p.next, p.changed = apacheconf.RemoveBlock(snap.Data)
+		p.next, p.incChanged = apacheconf.RemoveBlock(snap.Data)
 	}
+	override := map[string][]byte{l.Include: p.next}
+	if action == state.Revert {
+		// Our exemption files go with our block: found where cPanel keeps userdata, read
+		// as they will be (absent: an empty file reads the same).
+		found, err := apacheconf.ExemptFiles(l, nil)
+		if err != nil {
+			return nil, refused("look for exemption files: %w", err)
+		}
+		for _, h := range found {
+			if err := p.addRemoval(l, h, override); err != nil {
+				return nil, err
+			}
+		}
+	}
+	p.changed = p.incChanged || len(p.exempt) > 0
 	// The config as it is and as it would be with the change: two independent readings, side
 	// by side (on a 3,000-account host each is a 20 MB walk).
 	var afterErr error
@@ -173,7 +277,7 @@ func (r *Remediator) plan(action state.Action) (*plan, error) {
 	if p.changed {
 		go func() {
 			defer close(done)
-			p.after, afterErr = apacheconf.ReadConfigWith(l, map[string][]byte{l.Include: p.next})
+			p.after, afterErr = apacheconf.ReadConfigWith(l, override)
 		}()
 	} else {
 		close(done)
@@ -186,31 +290,227 @@ func (r *Remediator) plan(action state.Action) (*plan, error) {
 	if err != nil {
 		return nil, refused("read Apache config: %w", err)
 	}
+	if action == state.Revert {
+		// An exemption file outside the userdata tree, reached by a vhost's own include.
+		extra, _ := apacheconf.ExemptFiles(l, p.current)
+		n := len(p.exempt) + len(p.leftAlone)
+		for _, h := range extra {
+			if _, ok := override[h]; !ok && !slices.Contains(p.leftAlone, h) {
+				if err := p.addRemoval(l, h, override); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if len(p.exempt)+len(p.leftAlone) != n {
+			p.changed = p.incChanged || len(p.exempt) > 0
+			if p.changed {
+				if p.after, err = apacheconf.ReadConfigWith(l, override); err != nil {
+					return nil, refused("read Apache config: %w", err)
+				}
+			}
+		}
+	}
 	if !p.changed {
 		p.after = p.current
+	}
+	for _, f := range p.exempt {
+		if f.rmdir && namedByInclude(l, p.current, path.Dir(f.host)) {
+			p.exemptWired = false // httpd.conf must be rebuilt without the line
+		}
 	}
 	if l.Answers != nil {
 		p.disagreement = p.current.Disagreement(l.Answers, l.ErrorLog)
 	}
-	p.wired = p.after.Includes(l.Root, l.Include)
-	if action == state.Remediate && p.changed {
-		p.mustStaple = losingMustStaple(l, p.current, p.after)
+	if action == state.Remediate && p.incChanged {
+		losing := losingMustStaple(l, p.current, p.after)
+		if p.mode == config.MustStapleVeto {
+			for _, i := range losing {
+				p.mustStaple = append(p.mustStaple, describe(p.current.VHosts[i]))
+			}
+		} else if len(losing) > 0 {
+			if err := p.planExemptions(l, losing, override); err != nil {
+				return nil, err
+			}
+		}
 	}
+	p.wired = p.after.Includes(l.Root, l.Include)
 	return p, nil
 }
 
-// losingMustStaple names the SSL vhosts whose stapling is on before and off after, and whose
-// certificate is Must-Staple.
-func losingMustStaple(l *apacheconf.Layout, before, after *apacheconf.Config) []string {
+// addRemoval plans a revert's removal of the exemption file h: only when it holds exactly our
+// bytes (an admin's edit is left, and said).
+func (p *plan) addRemoval(l *apacheconf.Layout, h string, override map[string][]byte) error {
+	s, err := apacheconf.Snapshot(l.Path(h))
+	if err != nil {
+		return &Error{Outcome: Refused, Err: err}
+	}
+	if !s.Exists {
+		return nil
+	}
+	if !apacheconf.IsExemptContent(s.Data) {
+		p.leftAlone = append(p.leftAlone, h)
+		return nil
+	}
+	fc := &fileChange{host: h, snap: s, write: true, remove: true}
+	if entries, err := os.ReadDir(l.Path(path.Dir(h))); err == nil && len(entries) == 1 {
+		fc.rmdir = true
+	}
+	p.exempt = append(p.exempt, fc)
+	override[h] = []byte{}
+	return nil
+}
+
+// namedByInclude reports whether a vhost's `Include` (not IncludeOptional) line in c reads
+// the directory dir through a glob: with the directory gone the line must go too, and only
+// rebuildhttpdconf rewrites it.
+func namedByInclude(l *apacheconf.Layout, c *apacheconf.Config, dir string) bool {
+	for _, d := range c.Trace {
+		if d.VHost == nil || len(d.Args) == 0 || !strings.EqualFold(d.Name, "Include") {
+			continue
+		}
+		pat := d.Args[0]
+		if !path.IsAbs(pat) {
+			pat = path.Join(l.ServerRoot, pat)
+		}
+		if path.Dir(path.Clean(pat)) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func describe(v apacheconf.VHost) string {
+	return fmt.Sprintf("%s (%s:%d, %s)", v.Name(), v.File, v.Line, v.CertFile)
+}
+
+// planExemptions plans a per-vhost exemption file for each losing vhost (indexes into
+// p.current.VHosts), reads the config with all of them and the include in place, and checks
+// that exactly those vhosts keep stapling on through our files. A vhost that cannot be
+// exempted goes to p.unexempt with the reason; a file its vhost does not read yet (cPanel's
+// Include line commented out) clears p.exemptWired: rebuildhttpdconf wires it, then the
+// reading is checked again.
+func (p *plan) planExemptions(l *apacheconf.Layout, losing []int, override map[string][]byte) error {
+	byPath := map[string]*fileChange{}
+	for _, i := range losing {
+		v := p.current.VHosts[i]
+		h, _, err := apacheconf.ExemptPath(l, p.current, v)
+		if err != nil {
+			p.unexempt = append(p.unexempt, fmt.Sprintf("%s: %v", describe(v), err))
+			continue
+		}
+		fc := byPath[h]
+		if fc == nil {
+			s, err := apacheconf.Snapshot(l.Path(h))
+			if err == nil {
+				err = apacheconf.NoSymlinkBelow(l.Root, l.Path(path.Dir(h)))
+			}
+			if err != nil {
+				p.unexempt = append(p.unexempt, fmt.Sprintf("%s: %v", describe(v), err))
+				continue
+			}
+			if s.Exists && !apacheconf.IsExemptContent(s.Data) {
+				p.unexempt = append(p.unexempt, fmt.Sprintf("%s: %s exists and is not stapling-agent's (edited by hand?); remove it or put `SSLUseStapling on` in it yourself", describe(v), h))
+				continue
+			}
+			// Our exact bytes already there (a crash before the rebuild): only the wiring
+			// is missing.
+			fc = &fileChange{host: h, snap: s, write: !s.Exists}
+			byPath[h] = fc
+			p.exempt = append(p.exempt, fc)
+			override[h] = apacheconf.ExemptContent()
+		}
+		fc.vhosts = append(fc.vhosts, i)
+		fc.names = append(fc.names, v.Name())
+	}
+	if len(p.exempt) == 0 {
+		return nil
+	}
+	after, err := apacheconf.ReadConfigWith(l, override)
+	if err != nil {
+		return refused("read Apache config: %w", err)
+	}
+	if len(after.VHosts) != len(p.current.VHosts) {
+		return refused("the config with the exemption files reads %d vhosts, not %d; fix the userdata includes by hand", len(after.VHosts), len(p.current.VHosts))
+	}
+	planned := map[int]bool{}
+	var keep []*fileChange
+	for _, fc := range p.exempt {
+		read := slices.Contains(after.Files, fc.host)
+		var ok []int
+		var names []string
+		for k, i := range fc.vhosts {
+			v := after.VHosts[i]
+			switch {
+			case after.StaplingOf(v) && v.StaplingAt.File == fc.host:
+				ok, names = append(ok, i), append(names, fc.names[k])
+			case read && v.Stapling != "":
+				p.unexempt = append(p.unexempt, fmt.Sprintf("%s: `SSLUseStapling %s` at %s:%d is read after %s and wins", describe(p.current.VHosts[i]), v.Stapling, v.StaplingAt.File, v.StaplingAt.Line, fc.host))
+			case l.Kind == apacheconf.KindEA3 || read:
+				p.unexempt = append(p.unexempt, fmt.Sprintf("%s: it does not read %s", describe(p.current.VHosts[i]), fc.host))
+			default:
+				// Not read at all: cPanel's Include line for the directory is commented
+				// out until a rebuild finds the directory.
+				p.exemptWired = false
+				ok, names = append(ok, i), append(names, fc.names[k])
+			}
+		}
+		if len(ok) == 0 {
+			delete(override, fc.host)
+			continue
+		}
+		fc.vhosts, fc.names = ok, names
+		for _, i := range ok {
+			planned[i] = true
+		}
+		keep = append(keep, fc)
+	}
+	p.exempt = keep
+	if len(keep) != len(byPath) {
+		// A file was dropped: read once more without it, so after is exactly what is written.
+		if after, err = apacheconf.ReadConfigWith(l, override); err != nil {
+			return refused("read Apache config: %w", err)
+		}
+	}
+	// Anything else our files keep on: a second vhost reading the same directory.
+	for i, v := range after.VHosts {
+		if !planned[i] && v.SSL && after.StaplingOf(v) && path.Base(v.StaplingAt.File) == apacheconf.ExemptFileName && !p.after.StaplingOf(p.after.VHosts[i]) {
+			p.alsoOn = append(p.alsoOn, v.Name())
+		}
+	}
+	p.after = after
+	p.changed = p.incChanged || anyWrite(p.exempt)
+	return nil
+}
+
+func anyWrite(fs []*fileChange) bool {
+	for _, f := range fs {
+		if f.write {
+			return true
+		}
+	}
+	return false
+}
+
+// losingMustStaple are the indexes of the SSL vhosts whose stapling is on before and off
+// after, and whose certificate is Must-Staple.
+func losingMustStaple(l *apacheconf.Layout, before, after *apacheconf.Config) []int {
 	var losing []apacheconf.VHost
+	var idx []int
 	for i, v := range before.VHosts {
 		if i < len(after.VHosts) && before.StaplingOf(v) && !after.StaplingOf(after.VHosts[i]) {
 			losing = append(losing, v)
+			idx = append(idx, i)
 		}
 	}
-	var out []string
-	for _, v := range probe.MustStapleVHosts(l, losing) {
-		out = append(out, fmt.Sprintf("%s (%s:%d, %s)", v.Name(), v.File, v.Line, v.CertFile))
+	ms := probe.MustStapleVHosts(l, losing)
+	var out []int
+	for k, v := range losing {
+		for _, m := range ms {
+			if m.Location == v.Location {
+				out = append(out, idx[k])
+				break
+			}
+		}
 	}
 	return out
 }
@@ -232,11 +532,25 @@ func (r *Remediator) guard(p *plan) error {
 	case len(p.mustStaple) > 0 && !r.Force:
 		return refused("refusing to turn OCSP stapling off: %d SSL vhost(s) serve a Must-Staple certificate (TLS Feature status_request), which Firefox rejects without a staple: %s; reissue those certificates without Must-Staple, or pass --force",
 			len(p.mustStaple), strings.Join(p.mustStaple, "; "))
+	case len(p.unexempt) > 0 && !r.Force:
+		return refused("refusing to turn OCSP stapling off: %d SSL vhost(s) serve a Must-Staple certificate (TLS Feature status_request), which Firefox rejects without a staple, and cannot keep stapling on through a per-vhost include: %s; reissue those certificates without Must-Staple, or pass --force",
+			len(p.unexempt), strings.Join(p.unexempt, "; "))
 	case p.action == state.Revert && p.changed && p.after.EffectiveStapling() != apacheconf.StaplingOff && p.after.StaplingCache == "":
 		// mod_ssl refuses to start with stapling on and no cache (AH01958).
 		return refused("reverting would turn stapling on, but no SSLStaplingCache is configured (Apache would not start: AH01958); configure one first")
 	}
 	return nil
+}
+
+// exempted names the vhosts the plan keeps stapling on for, with their files.
+func (p *plan) exempted() []string {
+	var out []string
+	for _, f := range p.exempt {
+		if !f.remove {
+			out = append(out, fmt.Sprintf("%s (%s)", strings.Join(f.names, ", "), f.host))
+		}
+	}
+	return out
 }
 
 // Assessment is what Assess read.
@@ -250,15 +564,24 @@ type Assessment struct {
 	// Certs holds, for each responder key of Facts.Responders, a served certificate that names
 	// it (with its issuer when the file has it): what a corroborating OCSP request asks about.
 	Certs map[string]*probe.CertFile
-	plan  *plan // the remediation planned while assessing, for RemediateAssessed
+	// MustStaple is the policy.must_staple mode assessed for; Exempt names the Must-Staple
+	// vhosts a remediation would keep stapling on for in exempt mode, each with its per-vhost
+	// include (the same plan a real run makes, so the audit and the daemon say the same).
+	MustStaple config.MustStaple
+	Exempt     []string
+	plan       *plan // the remediation planned while assessing, for RemediateAssessed
 }
 
 // Assess reads the host facts the policy decides on: effective stapling, whether the include
 // is wired and already turns stapling off, and, through the same plan and guard a real
 // remediation applies (without --force), whether a remediation would be refused and why. It
-// only reads; the daemon and the audit both decide on it.
-func Assess(l *apacheconf.Layout) Assessment {
-	a := AssessPlanned(l)
+// only reads; the daemon and the audit both decide on it. It assesses for the default
+// policy.must_staple (exempt); AssessFor takes the configured mode.
+func Assess(l *apacheconf.Layout) Assessment { return AssessFor(l, config.MustStapleExempt) }
+
+// AssessFor is Assess for a policy.must_staple mode (exempt or veto).
+func AssessFor(l *apacheconf.Layout, mode config.MustStaple) Assessment {
+	a := AssessPlannedFor(l, mode)
 	a.plan = nil // two readings of a big config: not kept where nothing will write
 	return a
 }
@@ -266,8 +589,13 @@ func Assess(l *apacheconf.Layout) Assessment {
 // AssessPlanned is Assess keeping the remediation's plan (the config as it is and as it
 // would be), for RemediateAssessed: the daemon decides and writes on the same reading.
 func AssessPlanned(l *apacheconf.Layout) Assessment {
-	r := &Remediator{Layout: l}
-	a := Assessment{Facts: policy.Facts{Include: l.Include, Effective: apacheconf.StaplingUnknown}}
+	return AssessPlannedFor(l, config.MustStapleExempt)
+}
+
+// AssessPlannedFor is AssessPlanned for a policy.must_staple mode.
+func AssessPlannedFor(l *apacheconf.Layout, mode config.MustStaple) Assessment {
+	r := &Remediator{Layout: l, MustStaple: mode}
+	a := Assessment{Facts: policy.Facts{Include: l.Include, Effective: apacheconf.StaplingUnknown}, MustStaple: r.mode()}
 	p, err := r.plan(state.Remediate)
 	if err == nil {
 		err = r.guard(p)
@@ -278,6 +606,7 @@ func AssessPlanned(l *apacheconf.Layout) Assessment {
 	if p != nil {
 		a.plan = p
 		a.Config, a.Facts.IncludeOff, a.Disagreement = p.current, p.before.StaplingOff, p.disagreement
+		a.Exempt = p.exempted()
 	} else {
 		a.Config, a.ConfigErr = apacheconf.ReadConfig(l)
 		if inc, err := apacheconf.ReadFile(l.Path(l.Include), apacheconf.MaxConfigFile); err == nil {
@@ -294,7 +623,8 @@ func AssessPlanned(l *apacheconf.Layout) Assessment {
 	if a.Config != nil {
 		a.Facts.Effective = a.Config.EffectiveStapling()
 		a.Facts.Wired = a.Config.Includes(l.Root, l.Include)
-		a.Facts.Overrides = OverrideList(a.Config)
+		a.Facts.Overrides = overridesBesides(a.Config)
+		a.Facts.Exempted = ExemptedNow(a.Config)
 		a.responders(l)
 	}
 	return a
@@ -467,7 +797,7 @@ func (r *Remediator) Remediate(ctx context.Context, dryRun bool) (*Report, error
 // bytes once more before it replaces anything.
 func (r *Remediator) RemediateAssessed(ctx context.Context, a *Assessment) (*Report, error) {
 	var p *plan
-	if a != nil && a.plan != nil && a.plan.layout == r.Layout && a.plan.action == state.Remediate && a.plan.snap.Unchanged() {
+	if a != nil && a.plan != nil && a.plan.layout == r.Layout && a.plan.action == state.Remediate && a.plan.mode == r.mode() && a.plan.unchanged() {
 		p = a.plan
 	}
 	return r.change(ctx, state.Remediate, false, p)
@@ -506,14 +836,22 @@ func (r *Remediator) change(ctx context.Context, action state.Action, dryRun boo
 	}
 	defer unlock()
 
-	if removed, err := apacheconf.CleanTemps(r.Layout.Path(r.Layout.Include)); err != nil {
-		r.Log.Warn().Err(err).Msg("could not remove stale temp files")
-	} else if len(removed) > 0 {
-		r.Log.Info().Strs("files", removed).Msg("removed temp files left by an interrupted run")
-	}
 	unfinished, err := r.State.Unfinished(r.Layout.Include)
 	if err != nil {
 		return nil, &Error{Outcome: Failed, Err: err}
+	}
+	// Temp files a crash left: beside the include, and beside every file of this plan and of
+	// the interrupted transaction (the journal lists them).
+	temps := append([]string{r.Layout.Include}, pre.files()...)
+	if unfinished != nil {
+		temps = append(temps, unfinished.Files...)
+	}
+	for _, h := range temps {
+		if removed, err := apacheconf.CleanTemps(r.Layout.Path(h)); err != nil {
+			r.Log.Warn().Err(err).Msg("could not remove stale temp files")
+		} else if len(removed) > 0 {
+			r.Log.Info().Strs("files", removed).Msg("removed temp files left by an interrupted run")
+		}
 	}
 	// An admin may save the include between our read and our write; the write then fails
 	// with ErrChanged and we plan again from the new bytes.
@@ -522,31 +860,48 @@ func (r *Remediator) change(ctx context.Context, action state.Action, dryRun boo
 		// it planned from (reading a 3,000-account config twice more would double the wait);
 		// the write compares them once more before it replaces anything.
 		var p *plan
-		if attempt == 1 && unfinished == nil && pre.snap.Unchanged() {
+		if attempt == 1 && unfinished == nil && pre.unchanged() {
 			p = pre
 		}
 		rep, err := r.attempt(ctx, action, unfinished, p)
 		if !errors.Is(err, apacheconf.ErrChanged) || attempt == 3 {
 			return rep, err
 		}
-		r.Log.Warn().Err(err).Msg("the include changed while we were writing it; planning again")
+		r.Log.Warn().Err(err).Msg("a file of the change changed while we were writing it; planning again")
 	}
+}
+
+// unchanged reports whether every file the plan read for its change still holds the bytes
+// it was planned from.
+func (p *plan) unchanged() bool {
+	if !p.snap.Unchanged() {
+		return false
+	}
+	for _, f := range p.exempt {
+		if !f.snap.Unchanged() {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinished *state.Entry, p *plan) (*Report, error) {
 	var err error
 	if p == nil {
 		if p, err = r.plan(action); err != nil {
-			r.journal(action, state.Refused, err, "")
+			r.journal(action, state.Refused, err, "", nil)
 			return nil, err
 		}
 	}
-	rep := &Report{Action: action, Changed: p.changed, Before: p.before, After: p.after.EffectiveStapling()}
+	rep := &Report{Action: action, Changed: p.changed, Before: p.before, After: p.after.EffectiveStapling(), Exempted: p.exempted()}
 	if err := r.guard(p); err != nil {
-		r.journal(action, state.Refused, err, "")
+		r.journal(action, state.Refused, err, "", nil)
 		return nil, err
 	}
-	if !p.changed && p.wired && unfinished == nil {
+	for _, h := range p.leftAlone {
+		r.say("%s: warning: %s is not exactly stapling-agent's exemption (edited by hand?); left as it is", action, h)
+	}
+	if !p.changed && p.wired && p.exemptWired && unfinished == nil {
 		rep.Noop = true
 		r.say("%s: nothing to do: %s", action, r.noopReason(p))
 		return rep, nil
@@ -561,42 +916,69 @@ func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinishe
 		rep.Finished = true
 		r.say("%s: finishing an interrupted %s (last step %q at %s)", action, unfinished.Action, unfinished.Step, unfinished.Time.Format(time.RFC3339))
 	}
+	files := p.files()
 
 	if p.changed {
-		if p.snap.Exists {
+		if p.incChanged && p.snap.Exists {
 			if rep.Backup, err = r.State.Backup(path.Base(r.Layout.Include), p.snap.Data); err != nil {
 				return nil, &Error{Outcome: Failed, Err: err}
 			}
 		}
-		// The intent goes to the journal before the file changes: a run killed after the
-		// rename but before the restart is finished by the next run.
-		if err := r.State.Append(r.entry(action, state.Intent, nil, rep.Backup)); err != nil {
+		// The intent, with every file of the transaction, goes to the journal before any
+		// file changes: a run killed between two writes, or after the last one but before
+		// the restart, is finished by the next run.
+		if err := r.State.Append(r.entry(action, state.Intent, nil, rep.Backup, files)); err != nil {
 			return nil, &Error{Outcome: Failed, Err: err}
 		}
-		if err := p.snap.WriteAtomic(p.next); err != nil {
+		if err := r.writeAll(p); err != nil {
+			werr := err
+			if rerr := r.restoreFiles(p); rerr != nil {
+				r.journal(action, state.Failed, fmt.Errorf("%w; restore failed: %v", err, rerr), "", files)
+				return nil, failed("%s: %w; AND restoring the files written before failed: %v; restore them from %s", action, err, rerr, r.State.Dir+"/backups")
+			}
 			if errors.Is(err, apacheconf.ErrChanged) {
-				r.journal(action, state.Noop, err, "")
+				r.journal(action, state.Noop, err, "", files)
 				return nil, &Error{Outcome: Failed, Err: err}
 			}
-			r.journal(action, state.Failed, err, "")
-			return nil, failed("write %s: %w (file unchanged)", r.Layout.Include, err)
+			r.journal(action, state.Failed, werr, "", files)
+			return nil, failed("%w (every file of the change restored)", werr)
 		}
-		r.journal(action, state.Written, nil, rep.Backup)
-		r.say("%s: wrote %s (%s)", action, r.Layout.Include, r.changeWords(action, rep.Backup))
+		r.journal(action, state.Written, nil, rep.Backup, files)
+		byHost := map[string]*fileChange{}
+		for _, f := range p.exempt {
+			byHost[f.host] = f
+		}
+		for _, h := range files { // in the order written
+			switch f := byHost[h]; {
+			case f == nil:
+				r.say("%s: wrote %s (%s)", action, h, r.changeWords(action, rep.Backup))
+			case f.remove:
+				rep.Removed = append(rep.Removed, h)
+				r.say("%s: removed %s (stapling-agent's Must-Staple exemption)", action, h)
+			default:
+				r.say("%s: wrote %s: stapling stays on for %s (Must-Staple certificate)", action, h, strings.Join(f.names, ", "))
+			}
+		}
 	} else if unfinished == nil {
 		// Unchanged content but not wired: the rebuild below is the whole change.
-		if err := r.State.Append(r.entry(action, state.Intent, nil, "")); err != nil {
+		if err := r.State.Append(r.entry(action, state.Intent, nil, "", files)); err != nil {
 			return nil, &Error{Outcome: Failed, Err: err}
 		}
 	}
 
-	if !p.wired {
+	if !p.wired || !p.exemptWired {
 		if err := r.rebuild(ctx, p, action); err != nil {
 			return nil, err
 		}
 	}
 	if err := r.testAndRestart(ctx, p, action); err != nil {
 		return nil, err
+	}
+	exempt := map[string]bool{}
+	for _, f := range p.exempt {
+		for _, n := range f.names {
+			exempt[n] = !f.remove
+		}
 	}
 	detail := ""
 	if before != nil {
@@ -609,7 +991,7 @@ func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinishe
 			if b.Err == nil && a.Err != nil {
 				broken = append(broken, fmt.Sprintf("%s (%v)", b.Name, a.Err))
 			}
-			if action == state.Remediate && a.Err == nil && a.Stapled {
+			if action == state.Remediate && a.Err == nil && a.Stapled && !exempt[b.Name] {
 				r.say("%s: note: %s still sends a staple: it turns stapling on itself", action, b.Name)
 			}
 		}
@@ -622,20 +1004,133 @@ func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinishe
 				fmt.Errorf("verification failed: served before, fail after the restart: %s", strings.Join(broken, ", ")))
 		}
 	}
-	done := r.entry(action, state.Done, nil, rep.Backup)
+	done := r.entry(action, state.Done, nil, rep.Backup, files)
 	done.Detail = detail
 	r.record(done, nil)
 	rep.After = p.after.EffectiveStapling() // after a rebuild, what Apache reads now
 	r.say("%s: done: effective OCSP stapling is now %s", action, rep.After)
-	if rep.After == apacheconf.StaplingMixed {
-		r.say("%s: warning: some SSL vhosts still turn stapling on themselves: %s", action, OverrideList(p.after))
+	if len(rep.Exempted) > 0 {
+		r.say("%s: stapling kept on for Must-Staple vhosts: %s", action, strings.Join(rep.Exempted, "; "))
+	}
+	if len(p.alsoOn) > 0 {
+		r.say("%s: note: the exemption also keeps stapling on for %s (same userdata include)", action, strings.Join(p.alsoOn, ", "))
+	}
+	if others := overridesBesides(p.after); rep.After == apacheconf.StaplingMixed && others != "" {
+		r.say("%s: warning: some SSL vhosts still turn stapling on themselves: %s", action, others)
 	}
 	return rep, nil
 }
 
+// ExemptedNow names the SSL vhosts whose stapling our own per-vhost exemption file keeps on
+// (policy.must_staple exempt, after a remediation).
+func ExemptedNow(c *apacheconf.Config) []string {
+	var out []string
+	for _, v := range c.Overrides() {
+		if v.SSL && v.Stapling == "on" && path.Base(v.StaplingAt.File) == apacheconf.ExemptFileName {
+			out = append(out, v.Name())
+		}
+	}
+	return out
+}
+
+// overridesBesides is OverrideList without our own exemptions.
+func overridesBesides(c *apacheconf.Config) string {
+	var parts []string
+	for _, v := range c.Overrides() {
+		if v.SSL && v.Stapling == "on" && path.Base(v.StaplingAt.File) != apacheconf.ExemptFileName {
+			parts = append(parts, fmt.Sprintf("%s (%s:%d)", v.Name(), v.StaplingAt.File, v.StaplingAt.Line))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// writeAll writes every file of the transaction in p.files' order, each compared with its
+// snapshot and replaced atomically (temp file, fsync, rename, fsync of the directory), an
+// exemption file's missing directories made first. It stops at the first failure; the caller
+// restores what was written (p.written).
+func (r *Remediator) writeAll(p *plan) error {
+	l := r.Layout
+	byHost := map[string]*fileChange{}
+	for _, f := range p.exempt {
+		byHost[f.host] = f
+	}
+	for _, h := range p.files() {
+		f := byHost[h]
+		if f == nil { // the include
+			if err := p.snap.WriteAtomic(p.next); err != nil {
+				return fmt.Errorf("write %s: %w", h, err)
+			}
+			p.written = append(p.written, p.snap)
+			continue
+		}
+		if f.remove {
+			if err := f.snap.RemoveCompared(); err != nil {
+				return fmt.Errorf("remove %s: %w", h, err)
+			}
+			p.written = append(p.written, f.snap)
+			if f.rmdir {
+				// Only if still empty: os.Remove refuses a directory someone wrote to since.
+				if err := os.Remove(l.Path(path.Dir(h))); err != nil {
+					return fmt.Errorf("remove the directory of %s: %w", h, err)
+				}
+				f.removedDir = true
+			}
+			continue
+		}
+		created, err := apacheconf.MkdirNew(l.Root, path.Dir(h))
+		f.created = created
+		if err != nil {
+			return fmt.Errorf("create the directory of %s: %w", h, err)
+		}
+		if err := f.snap.WriteAtomic(apacheconf.ExemptContent()); err != nil {
+			return fmt.Errorf("write %s: %w", h, err)
+		}
+		p.written = append(p.written, f.snap)
+	}
+	return nil
+}
+
+// restoreFiles puts back every file written so far, newest first, byte for byte (a file that
+// did not exist is removed), and removes the directories this run created for them unless a
+// rebuild ran (httpd.conf may name them now). It tries every file and reports every failure.
+func (r *Remediator) restoreFiles(p *plan) error {
+	var errs []error
+	for _, f := range p.exempt {
+		if f.removedDir {
+			if err := os.Mkdir(r.Layout.Path(path.Dir(f.host)), 0o755); err != nil {
+				errs = append(errs, err)
+			}
+			f.removedDir = false
+		}
+	}
+	for i := len(p.written) - 1; i >= 0; i-- {
+		if err := p.written[i].Restore(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.written = nil
+	if p.rebuilt && p.httpdSnap != nil {
+		if err := p.httpdSnap.Restore(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !p.rebuilt || p.httpdSnap != nil {
+		// httpd.conf names none of them again: the directories we made go.
+		for _, f := range p.exempt {
+			for i := len(f.created) - 1; i >= 0; i-- {
+				if err := os.Remove(r.Layout.Path(f.created[i])); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			f.created = nil
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (r *Remediator) noopReason(p *plan) string {
 	if p.action == state.Revert {
-		return fmt.Sprintf("no stapling-agent block in %s", r.Layout.Include)
+		return fmt.Sprintf("no stapling-agent block in %s and no exemption file of ours", r.Layout.Include)
 	}
 	who := "by an admin's own SSLUseStapling off"
 	if p.before.ManagedBlock {
@@ -656,14 +1151,33 @@ func (r *Remediator) changeWords(action state.Action, backup string) string {
 }
 
 // rebuild regenerates httpd.conf on EA4: cPanel writes the Include line for the
-// pre-VirtualHost include only if the file existed at the last rebuild (ea4_main.default).
+// pre-VirtualHost include only if the file existed at the last rebuild, and the one for a
+// vhost's userdata directory only if the directory existed (ea4_main.default, ssl_vhost).
 func (r *Remediator) rebuild(ctx context.Context, p *plan, action state.Action) error {
 	l := r.Layout
+	var missing []string
+	if !p.wired {
+		missing = append(missing, l.Include)
+	}
+	if !p.exemptWired && action == state.Remediate {
+		// cPanel writes a vhost's userdata Include line only for a directory that existed
+		// at the last rebuild; until then it is a comment.
+		missing = append(missing, "the userdata include of "+strings.Join(p.exempted(), "; "))
+	}
+	what := strings.Join(missing, ", nor ")
 	if len(r.Cmds.Rebuild) == 0 {
 		return r.rollback(ctx, p, action, Refused, false,
-			fmt.Errorf("%s does not include %s and no rebuild command is configured", l.HTTPDConf, l.Include))
+			fmt.Errorf("%s does not include %s and no rebuild command is configured", l.HTTPDConf, what))
 	}
-	r.say("%s: %s does not include %s; running %s", action, l.HTTPDConf, l.Include, strings.Join(r.Cmds.Rebuild, " "))
+	if action == state.Revert && p.wired {
+		r.say("%s: %s still names the userdata directories the revert removed; running %s", action, l.HTTPDConf, strings.Join(r.Cmds.Rebuild, " "))
+	} else {
+		r.say("%s: %s does not include %s yet; running %s", action, l.HTTPDConf, what, strings.Join(r.Cmds.Rebuild, " "))
+	}
+	// httpd.conf is part of the transaction from here (see plan.httpdSnap); a symlinked
+	// httpd.conf cannot be snapshotted and is left as rebuilt.
+	p.httpdSnap, _ = apacheconf.Snapshot(l.Path(l.HTTPDConf))
+	p.rebuilt = true
 	if _, err := r.Runner.Run(ctx, r.Cmds.Rebuild); err != nil {
 		return r.rollback(ctx, p, action, Failed, false, fmt.Errorf("rebuild failed: %w", err))
 	}
@@ -681,10 +1195,42 @@ func (r *Remediator) rebuild(ctx context.Context, p *plan, action state.Action) 
 		if err := noEffect(cfg); err != nil {
 			return r.rollback(ctx, p, action, Refused, false, err)
 		}
+		if missing := notExempted(cfg, p); len(missing) > 0 {
+			return r.rollback(ctx, p, action, Refused, false,
+				fmt.Errorf("after %s, stapling would still go off for Must-Staple vhost(s): %s; wire their userdata includes by hand, or reissue those certificates without Must-Staple",
+					strings.Join(r.Cmds.Rebuild, " "), strings.Join(missing, "; ")))
+		}
+		p.exemptWired = true
 	}
 	p.after = cfg // what Apache reads now that the include is wired
-	r.journal(action, state.Rebuilt, nil, "")
+	r.journal(action, state.Rebuilt, nil, "", p.files())
 	return nil
+}
+
+// notExempted names the vhosts p exempts that cfg (read after a rebuild, which may reorder
+// vhosts: matched by name) does not keep stapling on through their exemption file.
+func notExempted(cfg *apacheconf.Config, p *plan) []string {
+	var out []string
+	for _, f := range p.exempt {
+		if f.remove {
+			continue
+		}
+		for _, name := range f.names {
+			found := false
+			for _, v := range cfg.VHosts {
+				if v.SSL && v.Name() == name {
+					found = true
+					if !cfg.StaplingOf(v) || v.StaplingAt.File != f.host {
+						out = append(out, fmt.Sprintf("%s does not read %s", name, f.host))
+					}
+				}
+			}
+			if !found {
+				out = append(out, name+" is gone from the config")
+			}
+		}
+	}
+	return out
 }
 
 // noEffect says why, with our block in place and read, stapling would stay on at global
@@ -733,34 +1279,35 @@ func (r *Remediator) testAndRestart(ctx context.Context, p *plan, action state.A
 	return nil
 }
 
-// rollback restores the include's previous bytes and, if a restart had been attempted, runs
-// the restart once more so Apache comes back on the old config. The returned error wraps
-// cause.
+// rollback restores every file of the transaction byte for byte (files it created are
+// removed) and, if a restart had been attempted, runs the restart once more so Apache comes
+// back on the old config. The returned error wraps cause.
 func (r *Remediator) rollback(ctx context.Context, p *plan, action state.Action, outcome Outcome, restarted bool, cause error) error {
-	l := r.Layout
+	files := p.files()
 	if !p.changed {
-		r.journal(action, state.Failed, cause, "")
+		r.journal(action, state.Failed, cause, "", files)
 		return &Error{Outcome: Failed, Err: fmt.Errorf("%s: %w (the include was not changed by this run)", action, cause)}
 	}
-	if err := p.snap.Restore(); err != nil {
-		r.journal(action, state.Failed, fmt.Errorf("%w; restore failed: %v", cause, err), "")
-		return failed("%s: %w; AND restoring %s failed: %v; restore it from %s", action, cause, l.Include, err, r.State.Dir+"/backups")
+	what := strings.Join(files, ", ")
+	if err := r.restoreFiles(p); err != nil {
+		r.journal(action, state.Failed, fmt.Errorf("%w; restore failed: %v", cause, err), "", files)
+		return failed("%s: %w; AND restoring %s failed: %v; restore it from %s", action, cause, what, err, r.State.Dir+"/backups")
 	}
 	if restarted {
 		if _, err := r.Runner.Run(ctx, r.Cmds.Restart); err != nil {
-			r.journal(action, state.Failed, fmt.Errorf("%w; restart on the old config failed: %v", cause, err), "")
-			return failed("%s: %w; restored %s byte for byte; restarting Apache on the old config ALSO failed, Apache may be down: %v", action, cause, l.Include, err)
+			r.journal(action, state.Failed, fmt.Errorf("%w; restart on the old config failed: %v", cause, err), "", files)
+			return failed("%s: %w; restored %s byte for byte; restarting Apache on the old config ALSO failed, Apache may be down: %v", action, cause, what, err)
 		}
 	}
 	step := state.RolledBack
 	if outcome == Refused {
 		step = state.Refused
 	}
-	r.journal(action, step, cause, "")
+	r.journal(action, step, cause, "", files)
 	if restarted {
-		return &Error{Outcome: outcome, Err: fmt.Errorf("%s: %w; restored %s byte for byte and restarted Apache on it", action, cause, l.Include)}
+		return &Error{Outcome: outcome, Err: fmt.Errorf("%s: %w; restored %s byte for byte and restarted Apache on it", action, cause, what)}
 	}
-	return &Error{Outcome: outcome, Err: fmt.Errorf("%s: %w; restored %s byte for byte", action, cause, l.Include)}
+	return &Error{Outcome: outcome, Err: fmt.Errorf("%s: %w; restored %s byte for byte", action, cause, what)}
 }
 
 func (r *Remediator) dryRun(action state.Action) (*Report, error) {
@@ -771,22 +1318,40 @@ func (r *Remediator) dryRun(action state.Action) (*Report, error) {
 	if err := r.guard(p); err != nil {
 		return nil, err
 	}
-	rep := &Report{Action: action, Changed: p.changed, Before: p.before, After: p.after.EffectiveStapling()}
+	rep := &Report{Action: action, Changed: p.changed, Before: p.before, After: p.after.EffectiveStapling(), Exempted: p.exempted()}
 	r.say("dry run: %s would change nothing on disk and run nothing now", action)
-	if !p.changed && p.wired {
+	for _, h := range p.leftAlone {
+		r.say("%s: warning: %s is not exactly stapling-agent's exemption (edited by hand?); it would be left as it is", action, h)
+	}
+	if !p.changed && p.wired && p.exemptWired {
 		rep.Noop = true
 		r.say("%s: nothing to do: %s", action, r.noopReason(p))
 		return rep, nil
 	}
-	if p.changed {
-		io.WriteString(r.Out, unifiedDiff(r.Layout.Include, p.snap.Data, p.next, p.snap.Exists))
+	byHost := map[string]*fileChange{}
+	for _, f := range p.exempt {
+		byHost[f.host] = f
 	}
-	if !p.wired {
-		r.say("would run: %s   (%s does not include %s yet)", strings.Join(r.Cmds.Rebuild, " "), r.Layout.HTTPDConf, r.Layout.Include)
+	for _, h := range p.files() {
+		switch f := byHost[h]; {
+		case f == nil:
+			io.WriteString(r.Out, unifiedDiff(r.Layout.Include, p.snap.Data, p.next, p.snap.Exists))
+		case f.remove:
+			r.say("would remove %s (stapling-agent's Must-Staple exemption)", h)
+		default:
+			r.say("would create %s: stapling stays on for %s (Must-Staple certificate)", h, strings.Join(f.names, ", "))
+			io.WriteString(r.Out, unifiedDiff(h, nil, apacheconf.ExemptContent(), false))
+		}
+	}
+	if !p.wired || !p.exemptWired {
+		r.say("would run: %s   (%s does not include every file yet)", strings.Join(r.Cmds.Rebuild, " "), r.Layout.HTTPDConf)
 	}
 	r.say("would run: %s", strings.Join(r.Cmds.ConfigTest, " "))
 	r.say("would run: %s", strings.Join(r.Cmds.Restart, " "))
 	r.say("effective OCSP stapling would be: %s", rep.After)
+	if len(rep.Exempted) > 0 {
+		r.say("stapling would stay on for Must-Staple vhosts: %s", strings.Join(rep.Exempted, "; "))
+	}
 	return rep, nil
 }
 
@@ -795,8 +1360,14 @@ func (r *Remediator) handshakes(ctx context.Context, p *plan) []probe.Handshake 
 	return probe.Handshakes(ctx, r.Verify, probe.Targets(r.Layout, p.after, maxVerify))
 }
 
-func (r *Remediator) entry(action state.Action, step state.Step, err error, backup string) state.Entry {
+// entry is a journal line. File is always the include (the transaction's key: Unfinished,
+// Acts and Memory look it up); Files lists every file of a transaction with more than the
+// include, in write order.
+func (r *Remediator) entry(action state.Action, step state.Step, err error, backup string, files []string) state.Entry {
 	e := state.Entry{Time: r.Now(), Run: runID, Action: action, Step: step, File: r.Layout.Include, Result: state.OK, Backup: backup}
+	if len(files) > 1 || (len(files) == 1 && files[0] != r.Layout.Include) {
+		e.Files = files
+	}
 	if err != nil {
 		e.Result, e.Error = state.Error, err.Error()
 	}
@@ -805,8 +1376,8 @@ func (r *Remediator) entry(action state.Action, step state.Step, err error, back
 
 // journal records a step; a journal that cannot be written is logged, not fatal, once the
 // intent is safely recorded.
-func (r *Remediator) journal(action state.Action, step state.Step, err error, backup string) {
-	r.record(r.entry(action, step, err, backup), err)
+func (r *Remediator) journal(action state.Action, step state.Step, err error, backup string, files []string) {
+	r.record(r.entry(action, step, err, backup, files), err)
 }
 
 func (r *Remediator) record(e state.Entry, err error) {

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -86,11 +87,15 @@ type Entry struct {
 	Run    string    `json:"run"` // one id per invocation
 	Action Action    `json:"action"`
 	Step   Step      `json:"step"`
-	File   string    `json:"file"` // host path of the include
-	Result Result    `json:"result"`
-	Error  string    `json:"error,omitempty"`
-	Backup string    `json:"backup,omitempty"`
-	Detail string    `json:"detail,omitempty"`
+	File   string    `json:"file"` // host path of the include: the key every reader looks up
+	// Files lists, in write order, every file of a transaction that changes more than the
+	// include (the per-vhost Must-Staple exemption files); absent in single-file entries and
+	// in every entry written before exemptions existed.
+	Files  []string `json:"files,omitempty"`
+	Result Result   `json:"result"`
+	Error  string   `json:"error,omitempty"`
+	Backup string   `json:"backup,omitempty"`
+	Detail string   `json:"detail,omitempty"`
 }
 
 func (s *State) journalPath() string { return filepath.Join(s.Dir, "journal.jsonl") }
@@ -199,15 +204,18 @@ func (s *State) Journal() ([]Entry, error) {
 	return out, nil
 }
 
-// Unfinished returns the last entry for file if it is not terminal: a remediation or revert of
-// ours was interrupted, and Apache may not be running what the include says.
+// Unfinished returns the last entry for file (the entry's include, or one of its Files) if it
+// is not terminal: a remediation or revert of ours was interrupted, and Apache may not be
+// running what the files say. The next run finishes it forward: it plans again from the files
+// as they are, writes what is still missing, config-tests and restarts (a transaction writes
+// in an order where every prefix is safe to run; see remediate).
 func (s *State) Unfinished(file string) (*Entry, error) {
 	entries, err := s.Journal()
 	if err != nil {
 		return nil, err
 	}
 	for i := len(entries) - 1; i >= 0; i-- {
-		if e := entries[i]; e.File == file && (e.Action == Remediate || e.Action == Revert) {
+		if e := entries[i]; (e.File == file || slices.Contains(e.Files, file)) && (e.Action == Remediate || e.Action == Revert) {
 			if e.Step.Terminal() {
 				return nil, nil
 			}

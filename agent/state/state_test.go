@@ -80,3 +80,24 @@ func TestMemoryFromJournal(t *testing.T) {
 		t.Fatalf("last remediation %s", got)
 	}
 }
+
+// An interrupted transaction over several files is found by any of its files; entries written
+// before Files existed (the include only) are still read.
+func TestUnfinishedMultiFile(t *testing.T) {
+	s := newState(t)
+	inc, ex := "/etc/apache2/conf.d/includes/pre_virtualhost_global.conf", "/etc/apache2/conf.d/userdata/ssl/2_4/u/d/stapling-agent-must-staple.conf"
+	s.Append(Entry{Action: Remediate, Step: Done, File: inc, Result: OK}) // an old single-file entry
+	if u, err := s.Unfinished(inc); err != nil || u != nil {
+		t.Fatalf("%+v %v", u, err)
+	}
+	s.Append(Entry{Action: Remediate, Step: Intent, File: inc, Files: []string{ex, inc}, Result: OK})
+	for _, f := range []string{inc, ex} {
+		if u, err := s.Unfinished(f); err != nil || u == nil || len(u.Files) != 2 || u.Files[0] != ex {
+			t.Fatalf("%s: %+v %v", f, u, err)
+		}
+	}
+	s.Append(Entry{Action: Remediate, Step: Done, File: inc, Files: []string{ex, inc}, Result: OK})
+	if u, _ := s.Unfinished(ex); u != nil {
+		t.Fatalf("finished still unfinished: %+v", u)
+	}
+}
