@@ -227,7 +227,7 @@ func newChangeCmd(g *globals, action, short string) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the exact change and commands, touch nothing")
 	if action == "remediate" {
-		cmd.Flags().BoolVar(&force, "force", false, "turn stapling off even for vhosts serving Must-Staple certificates")
+		cmd.Flags().BoolVar(&force, "force", false, "turn stapling off even for Must-Staple vhosts that cannot be exempted (policy.must_staple veto: for all of them)")
 	}
 	return cmd
 }

@@ -140,9 +140,16 @@ type Report struct {
 		RemediatedAt  *time.Time          `json:"remediated_at,omitempty"`
 		StaplingCache string              `json:"stapling_cache"`
 		Overrides     []Override          `json:"overrides"`
-		// MustStaple lists SSL vhosts serving Must-Staple certificates: remediation is
-		// refused while stapling would be turned off for them.
+		// MustStaple lists SSL vhosts serving Must-Staple certificates: remediation keeps
+		// stapling on for them through a per-vhost include (policy.must_staple exempt) or is
+		// refused while stapling would be turned off for them (veto).
 		MustStaple []Override `json:"must_staple"`
+		// MustStapleMode is policy.must_staple; WouldExempt names the vhosts a remediation now
+		// would keep stapling on for (each with its per-vhost include); Exempted those our
+		// exemption files keep it on for already.
+		MustStapleMode string   `json:"must_staple_mode"`
+		WouldExempt    []string `json:"would_exempt"`
+		Exempted       []string `json:"exempted"`
 	} `json:"stapling"`
 	Policy struct {
 		Threshold int    `json:"threshold"`
@@ -294,7 +301,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 
 	// Apache config and include: the same assessment the daemon decides on, and who answers
 	// on the HTTPS port (the policy does not restart Apache for a backend's failures).
-	a := remediate.Assess(l)
+	a := remediate.AssessFor(l, cfg.Policy.MustStaple)
 	a.Facts.FrontEnd = r.addFrontEnd(ctx, l.Root, now)
 	r.Apache.Disagreement = a.Disagreement
 	// The error log Apache really writes (the config's ErrorLog), in the only format parsed.
@@ -314,6 +321,8 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 			r.Stapling.GlobalAt = fmt.Sprintf("%s:%d", c.GlobalAt.File, c.GlobalAt.Line)
 		}
 		r.Stapling.StaplingCache = c.StaplingCache
+		r.Stapling.MustStapleMode = string(cfg.Policy.MustStaple)
+		r.Stapling.WouldExempt, r.Stapling.Exempted = nonNil(a.Exempt), nonNil(a.Facts.Exempted)
 		for _, v := range c.Overrides() {
 			r.Stapling.Overrides = append(r.Stapling.Overrides, Override{File: v.StaplingAt.File, Line: v.StaplingAt.Line, VHost: v.Name(), Value: v.Stapling})
 		}
@@ -462,6 +471,13 @@ func countSince(ctx context.Context, logFile string, format *logwatch.Format, fa
 	return c, err
 }
 
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
 func later(a, b time.Time) time.Time {
 	if b.After(a) {
 		return b
@@ -560,9 +576,10 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 		r.Actions = append(r.Actions, act)
 		warnings = append(warnings, "the pre-VirtualHost include is not wired into httpd.conf")
 	}
-	if eff == apacheconf.StaplingMixed {
+	if eff == apacheconf.StaplingMixed && len(facts.Overrides) > 0 {
+		// Our own exemptions (Must-Staple vhosts kept on by design) are not overrides to review.
 		for _, o := range r.Stapling.Overrides {
-			if o.Value == "on" {
+			if o.Value == "on" && !strings.HasSuffix(o.File, "/"+apacheconf.ExemptFileName) {
 				r.Actions = append(r.Actions, Action{Action: ActReviewOverride, Target: fmt.Sprintf("%s:%d", o.File, o.Line), WouldChange: false,
 					Reason: fmt.Sprintf("vhost %s turns stapling on itself; the global fix does not reach it", o.VHost)})
 			}
@@ -635,6 +652,9 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 	}
 	for _, w := range warnings {
 		sb.WriteString("; " + w)
+	}
+	if n := len(r.Stapling.Exempted); n > 0 {
+		fmt.Fprintf(&sb, "; stapling kept on for %d Must-Staple vhost%s by stapling-agent's exemption (%s)", n, plural(n), strings.Join(r.Stapling.Exempted, ", "))
 	}
 	r.frontEndSummary(&sb)
 	if r.WHM != nil && r.WHM.Differs {

@@ -1,11 +1,13 @@
 package audit
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stapling-agent/stapling-agent/agent/config"
 	"github.com/stapling-agent/stapling-agent/agent/frontend"
 	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
@@ -116,4 +118,43 @@ func managedOffBlock(t *testing.T) string {
 	t.Helper()
 	b, _ := apacheconf.ApplyBlock(nil)
 	return string(b)
+}
+
+// policy.must_staple exempt: the audit names the Must-Staple vhost a remediation would keep
+// stapling on for (the same plan a real run makes); once our exemption file keeps it on, the
+// vhost is reported as exempted, not as an override to review, and the decision is the
+// daemon's (veto refuses as before).
+func TestAuditMustStapleExemption(t *testing.T) {
+	const (
+		msCert = "/etc/apache2/ssl/ms.example.combined"
+		msDir  = "/etc/apache2/conf.d/userdata/ssl/2_4/msuser/ms.example"
+	)
+	httpd := wiredHTTPD + "<VirtualHost *:443>\nServerName ms.example\nSSLEngine on\nSSLCertificateFile " + msCert + "\n" +
+		"<IfModule suexec_module>\n  SuexecUserGroup msuser msuser\n</IfModule>\n  Include \"" + msDir + "/*.conf\"\n</VirtualHost>\n"
+	log := outage(4, 3*time.Minute, "111", "AH01974", "could not connect to OCSP responder 'ocsp.example.net'")
+	h, e := auditFixture(t, httpd, "", log)
+	fakehost.Write(t, h.Root, msCert, fakehost.Cert(t, "ms.example", fakehost.Responder, true))
+	fakehost.Write(t, h.Root, msDir+"/.keep", "")
+	r := runAudit(e)
+	if r.Stapling.MustStapleMode != "exempt" || strings.Join(r.Stapling.WouldExempt, " ") == "" || !strings.Contains(r.Stapling.WouldExempt[0], "ms.example") ||
+		r.Policy.Decision.Kind != policy.Act {
+		t.Fatalf("exempt: %+v, decision %s: %s", r.Stapling.WouldExempt, r.Policy.Decision.Kind, r.Policy.Decision.Reason)
+	}
+	veto := h.Env(t, func(c *config.Config) { c.Policy.MustStaple = config.MustStapleVeto })
+	if r := Run(context.Background(), veto, opts); r.Policy.Decision.Kind != policy.Refused || len(r.Stapling.WouldExempt) != 0 {
+		t.Fatalf("veto: %s %v", r.Policy.Decision.Kind, r.Stapling.WouldExempt)
+	}
+	// After the remediation: our file keeps ms.example on; global off.
+	fakehost.Write(t, h.Root, ea4Include, managedOffBlock(t))
+	fakehost.Write(t, h.Root, msDir+"/"+apacheconf.ExemptFileName, "SSLUseStapling on\n")
+	r = runAudit(e)
+	if strings.Join(r.Stapling.Exempted, " ") != "ms.example" || strings.Contains(r.Summary, "turn it back on") ||
+		!strings.Contains(r.Summary, "stapling kept on for 1 Must-Staple vhost by stapling-agent's exemption (ms.example)") {
+		t.Fatalf("exempted %v: %s", r.Stapling.Exempted, r.Summary)
+	}
+	for _, a := range r.Actions {
+		if a.Action == ActReviewOverride {
+			t.Fatalf("our exemption listed as an override to review: %+v", a)
+		}
+	}
 }

@@ -288,7 +288,11 @@ func renderText(w io.Writer, r *Report) error {
 				off++
 				continue
 			}
-			fmt.Fprintf(w, "  vhost %s sets SSLUseStapling %s at %s:%d\n", name(o.VHost), name(o.Value), path(o.File), o.Line)
+			why := ""
+			if strings.HasSuffix(o.File, "/"+apacheconf.ExemptFileName) {
+				why = " (stapling-agent's Must-Staple exemption)"
+			}
+			fmt.Fprintf(w, "  vhost %s sets SSLUseStapling %s at %s:%d%s\n", name(o.VHost), name(o.Value), path(o.File), o.Line, why)
 		}
 		if off > 0 {
 			fmt.Fprintf(w, "  %d vhost%s set SSLUseStapling off themselves (cPanel does so for certificates without an OCSP URL)\n", off, plural(off))

@@ -20,6 +20,7 @@ import (
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/rs/zerolog"
 
+	"github.com/stapling-agent/stapling-agent/agent/config"
 	"github.com/stapling-agent/stapling-agent/agent/env"
 	"github.com/stapling-agent/stapling-agent/agent/frontend"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
@@ -173,6 +174,7 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 	d.counter = &policy.Counter{Window: e.Config.Policy.Window}
 	d.foreign = &policy.Counter{Window: e.Config.Policy.Window}
 	d.facts.readings = &d.Readings
+	d.facts.mode = e.Config.Policy.MustStaple
 	// Follow the file Apache really writes (its ErrorLog), in the only format parsed. The
 	// reading goes into the facts cache, so the start finds it there.
 	a := d.facts.get(l, e.Now())
@@ -448,6 +450,9 @@ func (d *Daemon) reloadEnv() {
 		return
 	}
 	d.env, d.rem = e, rem
+	// The facts are assessed for the new policy.must_staple (and the layout httpd described).
+	d.facts.mode = e.Config.Policy.MustStaple
+	d.facts.invalidate()
 	d.counter.Window = e.Config.Policy.Window
 	e.Log.Info().Str("mode", string(d.mode(e, d.dryRun))).Str("state_dir", e.Config.StateDir).
 		Int("threshold", e.Config.Policy.Threshold).Str("window", policy.ShortDuration(e.Config.Policy.Window)).
@@ -629,6 +634,7 @@ func merge(a, b policy.Memory) policy.Memory {
 // slower than the failures, and a stat of each config file costs microseconds.
 type factsCache struct {
 	readings *atomic.Int64
+	mode     config.MustStaple // policy.must_staple: the plan is the one a remediation makes
 	a        *remediate.Assessment
 	key      string
 	files    []string // paths on this machine whose state the key records
@@ -639,7 +645,7 @@ func (c *factsCache) get(l *apacheconf.Layout, now time.Time) *remediate.Assessm
 	if c.files != nil && now.Sub(c.at) < factsTTL && statKey(c.files) == c.key {
 		return c.a
 	}
-	a := remediate.AssessPlanned(l)
+	a := remediate.AssessPlannedFor(l, c.mode)
 	a.Facts.FrontEnd = frontEnd(l.Root)
 	c.readings.Add(1)
 	files := []string{l.Path(l.Include), l.Path(l.HTTPDConf)}

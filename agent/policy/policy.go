@@ -121,6 +121,10 @@ type Facts struct {
 	// Proxy is the SSLOCSPProxyURL's host:port: mod_ssl's lines then name the proxy, so a
 	// failure naming it may be any responder's.
 	Proxy string
+	// Exempted names the Must-Staple vhosts our per-vhost exemption keeps stapling for
+	// (policy.must_staple exempt): their failures go on while their responder is down, by
+	// design, and are not the global fix failing.
+	Exempted []string
 	// FrontEnd is the server that answers on the host's HTTPS port when it is not Apache
 	// ("nginx", "litespeed", "other"); "" when it is Apache or cannot be told (then the
 	// agent acts as it always has).
@@ -263,6 +267,9 @@ func Decide(in Input) Decision {
 		r := "fix not effective: stapling is already off in " + f.Include + ", yet failures continue"
 		if f.Overrides != "" {
 			r += "; vhosts that turn it back on: " + f.Overrides
+		}
+		if len(f.Exempted) > 0 {
+			r += "; stapling is kept on by design for the Must-Staple vhosts " + list(f.Exempted) + " (policy.must_staple exempt): failures of their responder go on until it answers"
 		}
 		return Decision{Kind: NotEffective, Reason: r}
 	case f.Refusal != "":
