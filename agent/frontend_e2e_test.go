@@ -204,6 +204,17 @@ func TestE2ENginxFrontEnd(t *testing.T) {
 			before, l.restarts(), l.include() != include, d.stderr.String())
 	}
 
+	// probe without --target: what visitors reach (nginx's SSL servers) as the front end, and
+	// Apache's vhosts separately as the backend.
+	_, rep := probeJSON(t, "--root", l.dir, "--timeout", "2s")
+	roles := map[string]string{}
+	for _, tg := range rep.Targets {
+		roles[tg.Address+" "+tg.ServerName] = tg.Role
+	}
+	if roles["127.0.0.1:"+l.httpsPort+" shop.test"] != "frontend" || roles["127.0.0.1:"+backend+" shop.test"] != "backend" {
+		t.Fatalf("probe targets and roles: %v", roles)
+	}
+
 	// The delay. A refused responder fails fast for both servers; a black-holed one is what
 	// stalls Apache's handshakes for SSLStaplingResponderTimeout (3 s). nginx's fetch waits
 	// too (60 s, fixed), but in the background: its handshakes do not.
