@@ -256,7 +256,11 @@ func frontEndTargets(ctx context.Context, l *apacheconf.Layout) (front []probe.T
 		if !s.SSL || len(s.Listen) == 0 {
 			continue
 		}
-		addr := strings.Fields(s.Listen[0])[0]
+		words := strings.Fields(s.Listen[0])
+		if len(words) == 0 {
+			continue
+		}
+		addr := words[0]
 		if _, err := strconv.Atoi(addr); err == nil {
 			addr = "*:" + addr // `listen 443 ssl`: every address
 		}

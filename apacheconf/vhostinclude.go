@@ -55,12 +55,29 @@ func UserdataDir(l *Layout) string {
 
 // ExemptPath is the host path of the exemption file for v, an SSL vhost of c, and whether the
 // vhost reads that directory now (an uncommented Include/IncludeOptional in it whose pattern
-// matches the file). It prefers the userdata include the vhost already has (the config says
-// where cPanel put it, whatever the encoding of its domain); without one it is cPanel's path
-// from the vhost's account and ServerName, which rebuildhttpdconf wires once the directory
-// exists (EA4 only: on EA3 there is no rebuild, and the error says so).
+// matches the file). Only the vhost's own directory will do, `<userdata>/ssl/{2_4,2}/USER/NAME`
+// with USER its account and NAME one of its names as cPanel encodes them: cPanel's template
+// also includes shared directories first (`ssl/*.conf`, `ssl/2_4/*.conf`,
+// `ssl/2_4/USER/*.conf`), and a file there would keep stapling on for every vhost that reads
+// them. Without such an include it is cPanel's path from the account and ServerName, under
+// the first of ssl/2_4 and ssl/2 that exists (as the template chooses; ssl/2_4 when neither
+// does), which rebuildhttpdconf wires once the directory exists (EA4 only: on EA3 there is no
+// rebuild, and the error says so).
 func ExemptPath(l *Layout, c *Config, v VHost) (hostPath string, wired bool, err error) {
-	ud := UserdataDir(l) + "/"
+	if v.Account == "" {
+		return "", false, errors.New("it belongs to no cPanel account, so it has no userdata include directory")
+	}
+	ud := UserdataDir(l)
+	names := map[string]bool{}
+	for _, n := range append([]string{v.ServerName}, v.Aliases...) {
+		names[encodeName(n)] = true
+	}
+	own := func(dir string) bool {
+		rel, ok := strings.CutPrefix(dir, ud+"/")
+		parts := strings.Split(rel, "/")
+		return ok && len(parts) == 4 && parts[0] == "ssl" && (parts[1] == "2_4" || parts[1] == "2") &&
+			parts[2] == v.Account && names[parts[3]]
+	}
 	for _, d := range c.Trace {
 		if d.VHost == nil || *d.VHost != v.Location || len(d.Args) == 0 {
 			continue
@@ -74,7 +91,7 @@ func ExemptPath(l *Layout, c *Config, v VHost) (hostPath string, wired bool, err
 		}
 		pat = path.Clean(pat)
 		dir := path.Dir(pat)
-		if !strings.HasPrefix(dir, ud) || strings.ContainsAny(dir, "*?[\\") {
+		if !own(dir) {
 			continue
 		}
 		if ok, _ := path.Match(path.Base(pat), ExemptFileName); ok {
@@ -82,19 +99,32 @@ func ExemptPath(l *Layout, c *Config, v VHost) (hostPath string, wired bool, err
 		}
 	}
 	if l.Kind == KindEA3 {
-		return "", false, errors.New("it has no userdata include (EA3: add one by hand, there is no rebuildhttpdconf)")
+		return "", false, errors.New("it has no userdata include of its own (EA3: add one by hand, there is no rebuildhttpdconf)")
 	}
-	domain, _, _ := strings.Cut(v.ServerName, ":") // a ServerName may carry a port
-	if rest, ok := strings.CutPrefix(domain, "*."); ok {
-		domain = wildcardSafe + rest
-	}
-	switch {
-	case v.Account == "":
-		return "", false, errors.New("it belongs to no cPanel account, so it has no userdata include directory")
-	case !safeName(v.Account) || !safeName(domain):
+	domain := encodeName(v.ServerName)
+	if !safeName(v.Account) || !safeName(domain) {
 		return "", false, fmt.Errorf("its account %q or ServerName %q cannot name a userdata directory", v.Account, v.ServerName)
 	}
-	return path.Join(UserdataDir(l), "ssl", "2_4", v.Account, strings.ToLower(domain), ExemptFileName), false, nil
+	version := "2_4"
+	if !isDir(l.Path(path.Join(ud, "ssl", "2_4"))) && isDir(l.Path(path.Join(ud, "ssl", "2"))) {
+		version = "2" // a host converted from EA3 that still keeps its userdata there
+	}
+	return path.Join(ud, "ssl", version, v.Account, domain, ExemptFileName), false, nil
+}
+
+// encodeName is a vhost name as cPanel spells it in a userdata path: lower case, no port, a
+// wildcard's "*." as "wildcard_safe.".
+func encodeName(n string) string {
+	n, _, _ = strings.Cut(strings.ToLower(n), ":")
+	if rest, ok := strings.CutPrefix(n, "*."); ok {
+		n = wildcardSafe + rest
+	}
+	return n
+}
+
+func isDir(p string) bool {
+	info, err := os.Stat(p)
+	return err == nil && info.IsDir()
 }
 
 // safeName: one path component, nothing a glob or a parent reference could widen.

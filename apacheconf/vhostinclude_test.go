@@ -19,7 +19,10 @@ func TestExemptPath(t *testing.T) {
 	write("/etc/cpanel/ea4/is_ea4", "")
 	os.MkdirAll(filepath.Join(root, "/etc/apache2/conf.d/includes"), 0o755)
 	write("/etc/apache2/conf/httpd.conf", "ServerRoot /etc/apache2\nLoadModule ssl_module modules/mod_ssl.so\nSSLUseStapling on\n"+
-		"<VirtualHost *:443>\nServerName wired.test\nSSLEngine on\nIncludeOptional \"conf.d/userdata/ssl/2_4/u1/wired.test/*.conf\"\n</VirtualHost>\n"+
+		"<VirtualHost *:443>\nServerName wired.test\nSSLEngine on\nSuexecUserGroup u1 u1\n"+
+		// cPanel's shared userdata includes come first: a file there would keep every vhost on.
+		"IncludeOptional \"conf.d/userdata/ssl/*.conf\"\nIncludeOptional \"conf.d/userdata/ssl/2_4/*.conf\"\nIncludeOptional \"conf.d/userdata/ssl/2_4/u1/*.conf\"\n"+
+		"IncludeOptional \"conf.d/userdata/ssl/2_4/u1/wired.test/*.conf\"\n</VirtualHost>\n"+
 		"<VirtualHost *:443>\nServerName *.wild.test\nSSLEngine on\nSuexecUserGroup u2 u2\n# Include \"/etc/apache2/conf.d/userdata/ssl/2_4/u2/wildcard_safe.wild.test/*.conf\"\n</VirtualHost>\n"+
 		"<VirtualHost *:443>\nServerName nobody.test\nSSLEngine on\n</VirtualHost>\n"+
 		"<VirtualHost *:443>\nServerName ../x\nSSLEngine on\nSuexecUserGroup u3 u3\n</VirtualHost>\n")
@@ -46,6 +49,12 @@ func TestExemptPath(t *testing.T) {
 		if p != want.path || wired != want.wired || (err != nil) != want.err {
 			t.Errorf("%s: %q %v %v, want %+v", c.VHosts[i].Name(), p, wired, err, want)
 		}
+	}
+	// A host converted from EA3 keeps its userdata under ssl/2: the template uses it when
+	// ssl/2_4 does not exist, and so does the exemption.
+	os.MkdirAll(filepath.Join(root, "/etc/apache2/conf.d/userdata/ssl/2"), 0o755)
+	if p, _, err := ExemptPath(l, c, c.VHosts[1]); err != nil || p != "/etc/apache2/conf.d/userdata/ssl/2/u2/wildcard_safe.wild.test/"+ExemptFileName {
+		t.Fatalf("legacy ssl/2: %q %v", p, err)
 	}
 	after, err := ReadConfigWith(l, map[string][]byte{ud + "u1/wired.test/" + ExemptFileName: []byte("SSLUseStapling off\n")})
 	if err != nil {

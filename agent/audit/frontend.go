@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/stapling-agent/stapling-agent/agent/frontend"
@@ -136,14 +137,18 @@ func (r *Report) addWHM(root string) {
 	if s.Err != nil {
 		w.Error = s.Err.Error()
 	}
-	on := 0
+	on := 0 // vhosts' own SSLUseStapling on; our Must-Staple exemptions are ours, not theirs
 	for _, o := range r.Stapling.Overrides {
-		if o.Value == "on" {
+		if o.Value == "on" && !strings.HasSuffix(o.File, "/"+apacheconf.ExemptFileName) {
 			on++
 		}
 	}
+	state := r.Stapling.Effective
+	if state == apacheconf.StaplingMixed && on == 0 {
+		state = apacheconf.StaplingOff // mixed only through our own Must-Staple exemptions
+	}
 	w.Differs, w.Explanation = whm.Compare(s, whm.Effective{
-		State: r.Stapling.Effective, GlobalAt: r.Stapling.GlobalAt, ManagedBlock: r.Stapling.ManagedBlock,
+		State: state, GlobalAt: r.Stapling.GlobalAt, ManagedBlock: r.Stapling.ManagedBlock,
 		Include: r.Layout.IncludeFile, HTTPDConf: r.Layout.HTTPDConf, VHostsOn: on,
 	})
 	r.WHM = w

@@ -353,7 +353,8 @@ func classifyBinary(root, exe, comm string) Server {
 	case "nginx", "nginx-debug":
 		return ServerNginx
 	case "httpd", "apache2", "httpd.worker", "httpd.event":
-		if exe == cpanelHTTPD && exists(root, lswsApacheBackup) {
+		// Both: a backup left behind after switching back to Apache is not LiteSpeed.
+		if exe == cpanelHTTPD && exists(root, lswsApacheBackup) && lswsInstalled(root) {
 			return ServerLiteSpeed
 		}
 		return ServerApache
@@ -365,6 +366,11 @@ func classifyBinary(root, exe, comm string) Server {
 		return ServerLiteSpeed
 	}
 	return ServerOther
+}
+
+// lswsInstalled: LiteSpeed's own binary is there.
+func lswsInstalled(root string) bool {
+	return exists(root, lswsDir+"bin/lshttpd") || exists(root, lswsDir+"bin/litespeed")
 }
 
 func exists(root, hostPath string) bool {
@@ -417,8 +423,10 @@ func (fe *Frontend) fromProc(root string, socks []socket, owners map[uint64]owne
 		fe.Reason = fmt.Sprintf("no socket listens on port %s in %s", joinInts(fe.HTTPSPorts), procNetTCP)
 		return false
 	}
-	// The first HTTPS port that has a visible owner decides (443 comes first); on that
-	// port, anything but Apache wins over Apache: then Apache does not answer every client.
+	// The first HTTPS port that has a visible owner decides (443 comes first). Where Apache
+	// listens on it too (on some addresses, beside another server on others), Apache answers
+	// some visitors itself, and a stalled handshake there is an outage: Apache wins, and the
+	// agent acts as it always has.
 	for _, port := range fe.HTTPSPorts {
 		var servers []Server
 		for _, l := range https {
@@ -430,11 +438,8 @@ func (fe *Frontend) fromProc(root string, socks []socket, owners map[uint64]owne
 			continue
 		}
 		fe.Server = servers[0]
-		for _, s := range servers {
-			if s != ServerApache {
-				fe.Server = s
-				break
-			}
+		if slices.Contains(servers, ServerApache) {
+			fe.Server = ServerApache
 		}
 		fe.Source = SourceProc
 		if hidden > 0 {

@@ -40,7 +40,16 @@ func TestDetectFakeProc(t *testing.T) {
 		{"litespeed in httpd's place", func(t *testing.T, root string) {
 			must(t, WriteFakeListener(root, 700, 443, "/usr/sbin/httpd"))
 			touch(t, root, lswsApacheBackup)
+			touch(t, root, lswsDir+"bin/lshttpd")
 		}, ServerLiteSpeed, SourceProc, []int{}, "marker /usr/sbin/httpd_ls_bak"},
+		{"httpd_ls_bak left behind after switching back to Apache", func(t *testing.T, root string) {
+			must(t, WriteFakeListener(root, 700, 443, "/usr/sbin/httpd"))
+			touch(t, root, lswsApacheBackup)
+		}, ServerApache, SourceProc, []int{443}, "tcp 0.0.0.0:443 LISTEN owned by pid 700 /usr/sbin/httpd"},
+		{"Apache beside another server on 443: Apache answers some visitors itself", func(t *testing.T, root string) {
+			must(t, WriteFakeListener(root, 700, 443, "/usr/sbin/httpd"))
+			must(t, WriteFakeListener(root, 5, 443, "/usr/sbin/haproxy"))
+		}, ServerApache, SourceProc, []int{443}, "owned by pid 700 /usr/sbin/httpd"},
 		{"litespeed binary", func(t *testing.T, root string) {
 			must(t, WriteFakeListener(root, 701, 443, "/usr/local/lsws/bin/litespeed"))
 		}, ServerLiteSpeed, SourceProc, []int{}, "/usr/local/lsws/bin/litespeed"},

@@ -204,9 +204,13 @@ func TestExemptFailureRestoresEveryFile(t *testing.T) {
 // as it was before the rebuild included, and removes the directories made.
 func TestExemptNotWiredRebuilds(t *testing.T) {
 	f := newMSFixture(t, msNotWired, config.MustStapleExempt)
+	// Like cPanel's: the vhost's Include line is written for a directory that exists,
+	// commented out otherwise.
 	rebuild := func() {
 		if _, err := os.Stat(filepath.Join(f.root, msDir)); err == nil {
 			fakehost.Write(t, f.root, ea4HTTPD, msHTTPD(msWired))
+		} else {
+			fakehost.Write(t, f.root, ea4HTTPD, msHTTPD(msNotWired))
 		}
 	}
 	f.runner.Hook["rebuild"] = rebuild
@@ -235,8 +239,9 @@ func TestExemptNotWiredRebuilds(t *testing.T) {
 		t.Fatalf("revert: dir %v, ran %s", err, f.runner.Names())
 	}
 
-	// A config test failing after the rebuild: httpd.conf comes back as it was before the
-	// rebuild, with every file, and the directories made go.
+	// A config test failing after the rebuild: every file comes back, the directories made
+	// go, and httpd.conf is rebuilt to match (in the daemon's sandbox it cannot be written:
+	// the rebuild runs through PID 1), so it is as it was before.
 	f = newMSFixture(t, msNotWired, config.MustStapleExempt)
 	f.runner.Hook["rebuild"] = rebuild
 	f.runner.Errs["configtest"] = []error{errors.New("exit status 1")}
@@ -244,8 +249,20 @@ func TestExemptNotWiredRebuilds(t *testing.T) {
 	if _, err := f.r.Remediate(context.Background(), false); outcome(err) != Failed {
 		t.Fatalf("err = %v", err)
 	}
+	if after := tree(t, filepath.Join(f.root, "etc")); after != before || f.runner.Names() != "rebuild,configtest,rebuild" {
+		t.Fatalf("not restored (ran %s):\nbefore %s\nafter  %s", f.runner.Names(), before, after)
+	}
+	// The second rebuild fails too: httpd.conf's previous bytes are written back.
+	f = newMSFixture(t, msNotWired, config.MustStapleExempt)
+	f.runner.Hook["rebuild"] = rebuild
+	f.runner.Errs["configtest"] = []error{errors.New("exit status 1")}
+	f.runner.Errs["rebuild"] = []error{nil, errors.New("exit status 1")}
+	before = tree(t, filepath.Join(f.root, "etc"))
+	if _, err := f.r.Remediate(context.Background(), false); outcome(err) != Failed {
+		t.Fatalf("err = %v", err)
+	}
 	if after := tree(t, filepath.Join(f.root, "etc")); after != before {
-		t.Fatalf("not restored:\nbefore %s\nafter  %s", before, after)
+		t.Fatalf("not restored when the second rebuild failed:\nbefore %s\nafter  %s", before, after)
 	}
 
 	f = newMSFixture(t, msNotWired, config.MustStapleExempt)
@@ -253,7 +270,7 @@ func TestExemptNotWiredRebuilds(t *testing.T) {
 	if outcome(err) != Refused || !strings.Contains(err.Error(), "ms.example does not read "+msExempt) {
 		t.Fatalf("err = %v", err)
 	}
-	if f.read(t, ea4Include) != adminBytes || f.runner.Names() != "rebuild" {
+	if f.read(t, ea4Include) != adminBytes || f.runner.Names() != "rebuild,rebuild" { // the second makes httpd.conf match again
 		t.Fatalf("include %q, ran %s", f.read(t, ea4Include), f.runner.Names())
 	}
 	if _, err := os.Stat(filepath.Join(f.root, "/etc/apache2/conf.d/userdata")); !os.IsNotExist(err) {
@@ -380,5 +397,34 @@ func TestExemptDryRun(t *testing.T) {
 	}
 	if fakehost.SnapshotTree(t, f.root) != before || f.runner.Names() != "" {
 		t.Fatal("dry run changed something")
+	}
+}
+
+// A restore that cannot tidy everything up (an admin saved a file in the directory we made,
+// so it cannot go) still restarts Apache on what is on disk: a leftover directory is no
+// reason to leave Apache on a config we are taking back.
+func TestRollbackRestartsDespiteLeftovers(t *testing.T) {
+	f := newMSFixture(t, msNotWired, config.MustStapleExempt)
+	f.runner.Hook["rebuild"] = func() {
+		if _, err := os.Stat(filepath.Join(f.root, msDir)); err == nil {
+			fakehost.Write(t, f.root, ea4HTTPD, msHTTPD(msWired))
+		} else {
+			fakehost.Write(t, f.root, ea4HTTPD, msHTTPD(msNotWired))
+		}
+	}
+	f.runner.Hook["restart"] = func() { fakehost.Write(t, f.root, msDir+"/admin.conf", "# the admin's\n") }
+	f.runner.Errs["restart"] = []error{errors.New("exit status 1")}
+	_, err := f.r.Remediate(context.Background(), false)
+	if outcome(err) != Failed || strings.Contains(err.Error(), "restore by hand") {
+		t.Fatalf("err = %v", err)
+	}
+	if got := f.runner.Names(); got != "rebuild,configtest,restart,rebuild,restart" {
+		t.Fatalf("ran %s: Apache not restarted on the restored config", got)
+	}
+	if f.read(t, ea4Include) != adminBytes || !strings.Contains(f.out.String(), "left after the restore") {
+		t.Fatalf("include %q, output %s", f.read(t, ea4Include), f.out.String())
+	}
+	if _, err := os.Stat(filepath.Join(f.root, msExempt)); !os.IsNotExist(err) {
+		t.Fatal("our exemption file left")
 	}
 }

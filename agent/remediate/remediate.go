@@ -932,7 +932,9 @@ func (r *Remediator) attempt(ctx context.Context, action state.Action, unfinishe
 		}
 		if err := r.writeAll(p); err != nil {
 			werr := err
-			if rerr := r.restoreFiles(p); rerr != nil {
+			rerr, untidy := r.restoreFiles(ctx, p)
+			r.untidy(action, untidy)
+			if rerr != nil {
 				r.journal(action, state.Failed, fmt.Errorf("%w; restore failed: %v", err, rerr), "", files)
 				return nil, failed("%s: %w; AND restoring the files written before failed: %v; restore them from %s", action, err, rerr, r.State.Dir+"/backups")
 			}
@@ -1090,42 +1092,58 @@ func (r *Remediator) writeAll(p *plan) error {
 	return nil
 }
 
-// restoreFiles puts back every file written so far, newest first, byte for byte (a file that
-// did not exist is removed), and removes the directories this run created for them unless a
-// rebuild ran (httpd.conf may name them now). It tries every file and reports every failure.
-func (r *Remediator) restoreFiles(p *plan) error {
-	var errs []error
+// restoreFiles undoes the transaction's writes: every file written gets its previous bytes
+// back (newest first; one that did not exist is removed), the directories it made go, and
+// when a rebuild ran, httpd.conf is made to match again by running the rebuild once more (it
+// runs through PID 1, outside the daemon's sandbox, where httpd.conf is read-only); only if
+// that fails are httpd.conf's pre-rebuild bytes written back. lost is about files that are
+// not back as they were (a person must look); untidy about leftovers Apache is not affected
+// by (a directory an admin put a file in meanwhile).
+func (r *Remediator) restoreFiles(ctx context.Context, p *plan) (lost, untidy error) {
+	var lostErrs, untidyErrs []error
 	for _, f := range p.exempt {
 		if f.removedDir {
 			if err := os.Mkdir(r.Layout.Path(path.Dir(f.host)), 0o755); err != nil {
-				errs = append(errs, err)
+				lostErrs = append(lostErrs, err)
 			}
 			f.removedDir = false
 		}
 	}
 	for i := len(p.written) - 1; i >= 0; i-- {
 		if err := p.written[i].Restore(); err != nil {
-			errs = append(errs, err)
+			lostErrs = append(lostErrs, err)
 		}
 	}
 	p.written = nil
-	if p.rebuilt && p.httpdSnap != nil {
-		if err := p.httpdSnap.Restore(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if !p.rebuilt || p.httpdSnap != nil {
-		// httpd.conf names none of them again: the directories we made go.
-		for _, f := range p.exempt {
-			for i := len(f.created) - 1; i >= 0; i-- {
-				if err := os.Remove(r.Layout.Path(f.created[i])); err != nil {
-					errs = append(errs, err)
-				}
+	// Before the rebuild, so it no longer wires a directory we made.
+	for _, f := range p.exempt {
+		for i := len(f.created) - 1; i >= 0; i-- {
+			if err := os.Remove(r.Layout.Path(f.created[i])); err != nil {
+				untidyErrs = append(untidyErrs, err)
 			}
-			f.created = nil
 		}
+		f.created = nil
 	}
-	return errors.Join(errs...)
+	if p.rebuilt {
+		if _, err := r.Runner.Run(ctx, r.Cmds.Rebuild); err != nil {
+			err = fmt.Errorf("rebuilding %s after the restore: %w", r.Layout.HTTPDConf, err)
+			if p.httpdSnap == nil {
+				lostErrs = append(lostErrs, err)
+			} else if rerr := p.httpdSnap.Restore(); rerr != nil {
+				lostErrs = append(lostErrs, fmt.Errorf("%w; writing back its previous bytes: %v", err, rerr))
+			}
+		}
+		p.rebuilt = false
+	}
+	return errors.Join(lostErrs...), errors.Join(untidyErrs...)
+}
+
+// untidy reports leftovers of a restore that change nothing Apache reads.
+func (r *Remediator) untidy(action state.Action, err error) {
+	if err != nil {
+		r.Log.Warn().Err(err).Msg("left after the restore")
+		r.say("%s: warning: left after the restore (Apache is not affected): %v", action, err)
+	}
 }
 
 func (r *Remediator) noopReason(p *plan) string {
@@ -1289,15 +1307,28 @@ func (r *Remediator) rollback(ctx context.Context, p *plan, action state.Action,
 		return &Error{Outcome: Failed, Err: fmt.Errorf("%s: %w (the include was not changed by this run)", action, cause)}
 	}
 	what := strings.Join(files, ", ")
-	if err := r.restoreFiles(p); err != nil {
-		r.journal(action, state.Failed, fmt.Errorf("%w; restore failed: %v", cause, err), "", files)
-		return failed("%s: %w; AND restoring %s failed: %v; restore it from %s", action, cause, what, err, r.State.Dir+"/backups")
-	}
+	lost, untidy := r.restoreFiles(ctx, p)
+	r.untidy(action, untidy)
+	// Apache was restarted on the change: restart it on what is on disk now whatever the
+	// restore managed, since that is its best chance to serve.
+	var restartErr error
 	if restarted {
-		if _, err := r.Runner.Run(ctx, r.Cmds.Restart); err != nil {
-			r.journal(action, state.Failed, fmt.Errorf("%w; restart on the old config failed: %v", cause, err), "", files)
-			return failed("%s: %w; restored %s byte for byte; restarting Apache on the old config ALSO failed, Apache may be down: %v", action, cause, what, err)
+		_, restartErr = r.Runner.Run(ctx, r.Cmds.Restart)
+	}
+	switch {
+	case lost != nil:
+		restart := ""
+		if restarted {
+			restart = "; Apache restarted on what is on disk"
+			if restartErr != nil {
+				restart = fmt.Sprintf("; restarting Apache ALSO failed, Apache may be down: %v", restartErr)
+			}
 		}
+		r.journal(action, state.Failed, fmt.Errorf("%w; restore failed: %v%s", cause, lost, restart), "", files)
+		return failed("%s: %w; AND restoring failed: %v; restore by hand from %s%s", action, cause, lost, r.State.Dir+"/backups", restart)
+	case restartErr != nil:
+		r.journal(action, state.Failed, fmt.Errorf("%w; restart on the old config failed: %v", cause, restartErr), "", files)
+		return failed("%s: %w; restored %s byte for byte; restarting Apache on the old config ALSO failed, Apache may be down: %v", action, cause, what, restartErr)
 	}
 	step := state.RolledBack
 	if outcome == Refused {

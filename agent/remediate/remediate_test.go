@@ -194,7 +194,8 @@ func TestRemediateStillNotWiredAfterRebuildRestores(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(f.root, ea4Include)); !os.IsNotExist(err) {
 		t.Fatal("include created by us was not removed")
 	}
-	if got := f.runner.Names(); got != "rebuild" {
+	// The second rebuild makes httpd.conf match the restored files (our include gone).
+	if got := f.runner.Names(); got != "rebuild,rebuild" {
 		t.Fatalf("ran %s", got)
 	}
 }

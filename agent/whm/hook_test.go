@@ -149,8 +149,9 @@ func TestHook(t *testing.T) {
 		include    func(t *testing.T) string
 		journal    bool // a completed remediation is journaled
 		configOK   bool
-		noCtl      bool // no apachectl in the tree
-		fifoHTTPD  bool // httpd.conf is a FIFO: the agent refuses to read it
+		noCtl      bool              // no apachectl in the tree
+		fifoHTTPD  bool              // httpd.conf is a FIFO: the agent refuses to read it
+		extra      map[string]string // more host files
 		standins   []string
 		env        []string
 		prio       string // priority logged
@@ -164,6 +165,22 @@ func TestHook(t *testing.T) {
 			want: []string{"after an EasyApache 4 transaction of 4 package(s) (ea-apache24, ea-apache24-mod_ssl, ea-php82, ...): " +
 				"stapling-agent's block in " + fakehost.EA4Include + " is intact and wired into " + fakehost.EA4HTTPD + "; stapling is off; /usr/sbin/apachectl -t passed"},
 			wantStdout: "stapling-agent (info): after an EasyApache 4 transaction",
+		},
+		{
+			name:    "mixed: a vhost turns stapling back on",
+			httpd:   fakehost.WiredHTTPD + "<VirtualHost *:443>\nServerName b.example\nSSLEngine on\nSSLUseStapling on\n</VirtualHost>\n",
+			include: withBlock, journal: true, configOK: true, standins: []string{"systemd-cat"},
+			prio: "warning",
+			want: []string{"is intact and wired, but some SSL vhosts turn stapling back on (stapling mixed)"},
+		},
+		{
+			name: "mixed only through our Must-Staple exemption",
+			httpd: fakehost.WiredHTTPD + "<VirtualHost *:443>\nServerName ms.example\nSSLEngine on\n" +
+				"IncludeOptional \"/etc/apache2/conf.d/userdata/ssl/2_4/u/ms.example/*.conf\"\n</VirtualHost>\n",
+			extra:   map[string]string{"/etc/apache2/conf.d/userdata/ssl/2_4/u/ms.example/stapling-agent-must-staple.conf": "SSLUseStapling on\n"},
+			include: withBlock, journal: true, configOK: true, standins: []string{"systemd-cat"},
+			prio: "info",
+			want: []string{"stapling is kept on only for Must-Staple vhosts by stapling-agent's exemption"},
 		},
 		{
 			name: "block removed by an update", include: func(*testing.T) string { return fakehost.AdminBytes }, journal: true, configOK: true, standins: []string{"systemd-cat"},
@@ -227,6 +244,9 @@ func TestHook(t *testing.T) {
 				fakehost.EA4Include: tc.include(t),
 				fakehost.EA4Log:     "",
 			})
+			for p, c := range tc.extra {
+				fakehost.Write(t, host.Root, p, c)
+			}
 			if tc.journal {
 				remediated(t, host.Root, remediatedAt)
 			}
