@@ -128,6 +128,16 @@ func (r *Report) addNginx(ctx context.Context, root string, now time.Time) {
 	if err != nil {
 		n.LogError = err.Error()
 	}
+	// A tenant's PHP behind fastcgi_pass can write lines of this shape (nginx logs FastCGI
+	// stderr raw): the names are bounded as the Prometheus series are, top ones and "other".
+	top, other := topResponders(n.Failures.ByResponder)
+	n.Failures.ByResponder = map[string]int{}
+	for _, t := range top {
+		n.Failures.ByResponder[t.responder] = t.n
+	}
+	if other > 0 {
+		n.Failures.ByResponder[otherResponders] = other
+	}
 }
 
 // addWHM reads WHM's switch and says, when it differs from what Apache does, which wins.

@@ -158,3 +158,23 @@ func TestAuditMustStapleExemption(t *testing.T) {
 		}
 	}
 }
+
+// NGINX's responder names are bounded in the JSON too: forged lines naming thousands of
+// responders become the top ten and "other".
+func TestAuditNginxRespondersBounded(t *testing.T) {
+	h, e := auditFixture(t, wiredHTTPD, "", "")
+	if err := frontend.WriteFakeListener(h.Root, 812, 443, "/usr/sbin/nginx"); err != nil {
+		t.Fatal(err)
+	}
+	fakehost.Write(t, h.Root, "/etc/nginx/nginx.conf", "events {}\nhttp {}\n")
+	var log strings.Builder
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(&log, "%s [error] %d#%d: OCSP responder timed out (110: Connection timed out) while requesting certificate status, responder: r%d.example, peer: 192.0.2.7:80, certificate: \"/x%d.pem\"\n",
+			auditNow.Add(-time.Minute).Format("2006/01/02 15:04:05"), i, i, i, i)
+	}
+	fakehost.Write(t, h.Root, "/var/log/nginx/error.log", log.String())
+	r := runAudit(e)
+	if n := r.Nginx; n == nil || n.Failures.Total != 50 || len(n.Failures.ByResponder) != 11 || n.Failures.ByResponder["other"] != 40 {
+		t.Fatalf("nginx %+v", r.Nginx)
+	}
+}

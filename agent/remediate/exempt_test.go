@@ -428,3 +428,28 @@ func TestRollbackRestartsDespiteLeftovers(t *testing.T) {
 		t.Fatal("our exemption file left")
 	}
 }
+
+// A revert that leaves no *.conf in the exemption's directory (only an admin's README) keeps
+// the directory but rebuilds httpd.conf: cPanel writes the vhost's Include only when a *.conf
+// matches, and Apache fails on a plain Include whose wildcard matches nothing.
+func TestRevertRebuildsWhenNoConfIsLeft(t *testing.T) {
+	f := newMSFixture(t, msNotWired, config.MustStapleExempt)
+	f.runner.Hook["rebuild"] = func() {
+		if m, _ := filepath.Glob(filepath.Join(f.root, msDir, "*.conf")); len(m) > 0 {
+			fakehost.Write(t, f.root, ea4HTTPD, msHTTPD(msWired))
+		} else {
+			fakehost.Write(t, f.root, ea4HTTPD, msHTTPD(msNotWired))
+		}
+	}
+	if _, err := f.r.Remediate(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	fakehost.Write(t, f.root, msDir+"/README", "the admin's notes\n")
+	f.runner.Reset()
+	if _, err := f.r.Revert(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	if f.runner.Names() != "rebuild,configtest,restart" || f.read(t, ea4HTTPD) != msHTTPD(msNotWired) || f.read(t, msDir+"/README") != "the admin's notes\n" {
+		t.Fatalf("ran %s; httpd.conf %q", f.runner.Names(), f.read(t, ea4HTTPD))
+	}
+}

@@ -205,6 +205,10 @@ type fileChange struct {
 	// it is gone.
 	rmdir      bool
 	removedDir bool
+	// lastConf: no other *.conf is left in the directory, so the vhost's glob would match
+	// nothing even where the directory stays (an admin's README in it): rebuildhttpdconf,
+	// which writes the line only when a *.conf matches, must run.
+	lastConf bool
 }
 
 // files are the host paths of the transaction in write order. A remediation writes the
@@ -314,7 +318,7 @@ func (r *Remediator) plan(action state.Action) (*plan, error) {
 		p.after = p.current
 	}
 	for _, f := range p.exempt {
-		if f.rmdir && namedByInclude(l, p.current, path.Dir(f.host)) {
+		if (f.rmdir || f.lastConf) && namedByInclude(l, p.current, path.Dir(f.host)) {
 			p.exemptWired = false // httpd.conf must be rebuilt without the line
 		}
 	}
@@ -352,8 +356,13 @@ func (p *plan) addRemoval(l *apacheconf.Layout, h string, override map[string][]
 		return nil
 	}
 	fc := &fileChange{host: h, snap: s, write: true, remove: true}
-	if entries, err := os.ReadDir(l.Path(path.Dir(h))); err == nil && len(entries) == 1 {
-		fc.rmdir = true
+	if entries, err := os.ReadDir(l.Path(path.Dir(h))); err == nil {
+		fc.rmdir, fc.lastConf = len(entries) == 1, true
+		for _, e := range entries {
+			if n := e.Name(); n != path.Base(h) && strings.HasSuffix(n, ".conf") && !strings.HasPrefix(n, ".") {
+				fc.lastConf = false
+			}
+		}
 	}
 	p.exempt = append(p.exempt, fc)
 	override[h] = []byte{}
