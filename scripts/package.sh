@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # package.sh: build dist/stapling-agent-<version>-<release>.<arch>.rpm with nfpm v2.45.2, run as
 # a Go tool from tools/go.mod (so it stays out of the product's go.mod), from a static binary.
+# `deb` builds dist/stapling-agent_<version>-<release>_<amd64|arm64>.deb from the same config
+# instead (the systemd bed installs it with dpkg; Debian names the arches amd64 and arm64).
 #
 #   scripts/package.sh                    # x86_64
 #   ARCHES="x86_64 aarch64" scripts/package.sh
 #   VERSION=0.1.1 RELEASE=2 DIST=/tmp/out scripts/package.sh
+#   scripts/package.sh deb                # amd64 (ARCHES as above)
 #
 # Static (CGO_ENABLED=0): Debian's glibc is newer than EL7's and EL8's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+packager=${1:-rpm}
+case "$packager" in
+  rpm | deb) ;;
+  *) echo "package: unknown packager $packager (rpm, deb)" >&2; exit 2 ;;
+esac
 export VERSION=${VERSION:-$(cat packaging/VERSION)}
 export RELEASE=${RELEASE:-1}
 dist=${DIST:-dist}
@@ -20,6 +28,7 @@ for arch in ${ARCHES:-x86_64}; do
     *) echo "package: unknown arch $arch (x86_64, aarch64)" >&2; exit 2 ;;
   esac
   ARCH=$arch
+  if [ "$packager" = deb ]; then ARCH=$goarch; fi
   BUILD=$(mktemp -d)
   CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath \
     -ldflags "-s -w -X github.com/stapling-agent/stapling-agent/agent.Version=$VERSION-$RELEASE" \
@@ -35,7 +44,16 @@ for arch in ${ARCHES:-x86_64}; do
   done >"$BUILD/man.yaml"
   sed -e "s|\${ARCH}|$ARCH|g; s|\${VERSION}|$VERSION|g; s|\${RELEASE}|$RELEASE|g; s|\${BUILD}|$BUILD|g" \
     -e "/# MANPAGES/r $BUILD/man.yaml" packaging/nfpm.yaml >"$BUILD/nfpm.yaml"
-  go tool -modfile=tools/go.mod nfpm package --config "$BUILD/nfpm.yaml" --packager rpm --target "$dist/" >&2
+  if [ "$packager" = deb ]; then
+    # nfpm leaves files of type doc and license out of every package but the RPM (its
+    # files.TypeRPMDoc): the .deb carries the man pages, README and license as plain files.
+    sed -i -e '/^    type: doc$/d' -e '/^    type: license$/d' "$BUILD/nfpm.yaml"
+  fi
+  go tool -modfile=tools/go.mod nfpm package --config "$BUILD/nfpm.yaml" --packager "$packager" --target "$dist/" >&2
   rm -rf "$BUILD"
 done
-ls "$dist"/stapling-agent-"$VERSION"-"$RELEASE".*.rpm
+if [ "$packager" = deb ]; then
+  ls "$dist"/stapling-agent_"$VERSION"-"$RELEASE"_*.deb
+else
+  ls "$dist"/stapling-agent-"$VERSION"-"$RELEASE".*.rpm
+fi

@@ -1,0 +1,549 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The booted-systemd tests (issue 14): a Debian 12 booted with systemd-nspawn
+// (scripts/systemd-bed.sh), laid out as a cPanel EA4 host, with stapling-agent installed from
+// the project's own .deb by dpkg, so the real unit and maintainer scripts run under a real
+// manager. The root file system is cached outside the repository and the test directories
+// (scripts/systemd-bed.sh: ~/.cache/stapling-agent/bookworm-rootfs, BED_CACHE to move it);
+// each test boots its own copy-on-write overlay of it in t.TempDir() and powers it off in
+// t.Cleanup, failing if a process or the mount survives.
+
+// needBed skips when the bed cannot run here (not root, no systemd-nspawn or debootstrap),
+// except in CI, where that is a failure: .ci/run installs them, and a skipped proof is none.
+func needBed(t *testing.T) {
+	t.Helper()
+	ci := os.Getenv("CI") != ""
+	skip := func(format string, args ...any) {
+		t.Helper()
+		if ci {
+			t.Fatalf("CI: the booted-systemd tests must run: "+format, args...)
+		}
+		t.Skipf("booted-systemd test skipped: "+format, args...)
+	}
+	if testing.Short() {
+		skip("-short")
+	}
+	if os.Geteuid() != 0 {
+		skip("needs root (systemd-nspawn, an overlay mount)")
+	}
+	for _, bin := range []string{"systemd-nspawn", "debootstrap", "nsenter"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			skip("%s not installed (apt-get install systemd-container debootstrap util-linux)", bin)
+		}
+	}
+}
+
+// bedPrep is done once per test binary: the cached root file system (built when missing or
+// stale: about a minute from Debian's mirror) and the .deb (in the run's TMPDIR).
+var bedPrep struct {
+	once sync.Once
+	deb  string
+	err  error
+}
+
+func prepareBed(t *testing.T) string {
+	t.Helper()
+	bedPrep.once.Do(func() {
+		start := time.Now()
+		out, err := exec.Command("../scripts/systemd-bed.sh", "build").CombinedOutput()
+		if err != nil {
+			bedPrep.err = fmt.Errorf("systemd-bed.sh build: %v\n%s", err, out)
+			return
+		}
+		t.Logf("%s(%s)", out, time.Since(start).Round(100*time.Millisecond))
+		dist, err := os.MkdirTemp("", "stapling-agent-deb")
+		if err != nil {
+			bedPrep.err = err
+			return
+		}
+		cmd := exec.Command("../scripts/package.sh", "deb")
+		cmd.Env = append(os.Environ(), "DIST="+dist)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err = cmd.Output()
+		if err != nil {
+			bedPrep.err = fmt.Errorf("package.sh deb: %v\n%s", err, stderr.String())
+			return
+		}
+		lines := strings.Fields(string(out))
+		if len(lines) == 0 {
+			bedPrep.err = errors.New("package.sh deb printed no package")
+			return
+		}
+		bedPrep.deb = lines[len(lines)-1]
+	})
+	if bedPrep.err != nil {
+		t.Fatal(bedPrep.err)
+	}
+	return bedPrep.deb
+}
+
+// bed is one booted host.
+type bed struct {
+	t   *testing.T
+	dir string
+}
+
+func startBed(t *testing.T) *bed {
+	t.Helper()
+	needBed(t)
+	deb := prepareBed(t)
+	b := &bed{t: t, dir: t.TempDir()}
+	up := exec.Command("../scripts/systemd-bed.sh", "up", b.dir)
+	up.Env = append(os.Environ(), "BED_DEB="+deb)
+	out, err := up.CombinedOutput()
+	t.Cleanup(func() {
+		// Down powers the host off and fails when a process or the mount survives.
+		if out, err := exec.Command("../scripts/systemd-bed.sh", "down", b.dir).CombinedOutput(); err != nil {
+			t.Errorf("bed down: %v\n%s", err, out)
+		}
+	})
+	if err != nil {
+		t.Fatalf("bed up: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	return b
+}
+
+// run runs argv inside the host: stdout, stderr and the exit code (-1: could not run).
+func (b *bed) run(argv ...string) (stdout, stderr string, code int) {
+	cmd := exec.Command("../scripts/systemd-bed.sh", append([]string{"exec", b.dir, "--"}, argv...)...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit):
+		code = exit.ExitCode()
+	default:
+		code = -1
+		e.WriteString(err.Error())
+	}
+	return o.String(), e.String(), code
+}
+
+// sh runs a bash script inside the host and fails the test unless it exits 0.
+func (b *bed) sh(script string) string {
+	b.t.Helper()
+	out, errOut, code := b.run("bash", "-euc", script)
+	if code != 0 {
+		b.t.Fatalf("in the bed: %s\nexit %d\nstdout:\n%s\nstderr:\n%s", script, code, out, errOut)
+	}
+	return strings.TrimSpace(out)
+}
+
+// show is one property of a unit (systemctl show -p NAME --value).
+func (b *bed) show(unit, prop string) string {
+	b.t.Helper()
+	return b.sh("systemctl show -p " + prop + " --value " + unit)
+}
+
+func (b *bed) journal(unit string) string {
+	b.t.Helper()
+	return b.sh("journalctl --no-pager -o cat -u " + unit)
+}
+
+func (b *bed) restarts() []string {
+	b.t.Helper()
+	out := b.sh("cat /var/log/restarts.log 2>/dev/null || true")
+	if out == "" {
+		return nil
+	}
+	return strings.Split(out, "\n")
+}
+
+func (b *bed) failures() int {
+	b.t.Helper()
+	n, _ := strconv.Atoi(b.sh("grep -c AH01941 /var/log/apache2/error_log || true"))
+	return n
+}
+
+// waitIn polls cond for up to d.
+func (b *bed) waitIn(d time.Duration, what string, cond func() bool) {
+	b.t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+type bedHandshake struct {
+	dur      time.Duration
+	stapled  bool
+	verified bool
+	out      string
+}
+
+// handshake is one TLS handshake to shop.test from inside the host (its network is private),
+// asking for a staple, timed inside.
+func (b *bed) handshake() bedHandshake {
+	b.t.Helper()
+	out := b.sh(`s=$(date +%s%N)
+out=$(timeout 20 openssl s_client -connect 127.0.0.1:443 -servername shop.test -status -CAfile /etc/stapling-bed/ca/ca.crt </dev/null 2>&1 || true)
+e=$(date +%s%N)
+echo "ms=$(( (e - s) / 1000000 ))"
+echo "$out" | grep -E "OCSP Response Status|OCSP response: no response sent|Verify return code" || true`)
+	h := bedHandshake{out: out}
+	if m := regexp.MustCompile(`ms=(\d+)`).FindStringSubmatch(out); m != nil {
+		ms, _ := strconv.Atoi(m[1])
+		h.dur = time.Duration(ms) * time.Millisecond
+	}
+	h.stapled = strings.Contains(out, "OCSP Response Status: successful")
+	h.verified = strings.Contains(out, "Verify return code: 0 (ok)")
+	return h
+}
+
+// decisionLine is the daemon's one "decision" line of kind decision in the unit's journal.
+func decisionLine(journal, decision string) map[string]any {
+	sc := bufio.NewScanner(strings.NewReader(journal))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m["message"] == "decision" && m["decision"] == decision {
+			return m
+		}
+	}
+	return nil
+}
+
+// apacheProcs are the pids of every apache2 process in the host.
+func (b *bed) apacheProcs() []string {
+	b.t.Helper()
+	return strings.Fields(b.sh("pgrep -x apache2 || true"))
+}
+
+// enforce switches the installed config to enforce mode (the README's one-line switch).
+func (b *bed) enforce() {
+	b.t.Helper()
+	b.sh(`sed -i 's/^mode: dry-run/mode: enforce/' /etc/stapling-agent/config.yaml && grep -q '^mode: enforce' /etc/stapling-agent/config.yaml`)
+}
+
+// Issue 14, items 1, 3 and the good half of 4: the incident under a real systemd, and where
+// Apache ends up after the agent's restart.
+//
+// The package as installed by dpkg: units disabled, daemon inactive. Enabled with `systemctl
+// enable --now` in enforce mode. The responder black-holed (ocsp-blackhole.socket accepts and
+// never answers; starting it stops the responder unit): every handshake waits mod_ssl's
+// responder timeout (3 s) and real AH01941 lines follow. The daemon remediates exactly once
+// (config test inside its sandbox, restart through PID 1: systemd-run runs restartsrv_httpd,
+// which runs `systemctl restart httpd`); afterwards handshakes are fast, unstapled, and add no
+// AH01941. Then Apache's processes live in httpd.service's cgroup, not the agent's, without
+// NoNewPrivs, and `systemctl stop stapling-agent` leaves Apache serving.
+func TestBedIncidentThroughSystemd(t *testing.T) {
+	b := startBed(t)
+	if got := b.sh("systemctl is-enabled stapling-agent.service stapling-agent-audit.timer || true"); got != "disabled\ndisabled" {
+		t.Errorf("after dpkg -i: is-enabled %q, want both disabled (the package ships them disabled)", got)
+	}
+	if got := b.show("stapling-agent", "ActiveState"); got != "inactive" {
+		t.Errorf("after dpkg -i: stapling-agent is %s, want inactive", got)
+	}
+	if h := b.handshake(); !h.stapled || !h.verified {
+		t.Fatalf("healthy host: %+v", h)
+	}
+
+	b.enforce()
+	b.sh("systemctl enable --now stapling-agent")
+	if got := b.show("stapling-agent", "ActiveState"); got != "active" {
+		t.Fatalf("after enable --now: %s\n%s", got, b.journal("stapling-agent"))
+	}
+	agentPID := b.show("stapling-agent", "MainPID")
+	apacheBefore := b.show("httpd", "MainPID")
+
+	// The outage; a fresh Apache, so no staple is cached.
+	b.sh("systemctl start ocsp-blackhole.socket && systemctl restart httpd")
+	if got := b.show("ocsp-responder", "ActiveState"); got != "inactive" {
+		t.Fatalf("the responder unit is %s with the black hole started", got)
+	}
+	var slow []bedHandshake
+	for len(slow) < 8 && len(b.restarts()) == 0 {
+		h := b.handshake()
+		if !h.verified || h.stapled {
+			if len(b.restarts()) > 0 {
+				break // caught by the agent's restart of Apache
+			}
+			t.Fatalf("handshake during the outage: %+v", h)
+		}
+		slow = append(slow, h)
+	}
+	if len(slow) == 0 {
+		t.Fatal("no handshake during the outage")
+	}
+	if slow[0].dur < 2500*time.Millisecond {
+		t.Errorf("first handshake during the outage took %s, want mod_ssl's responder timeout (3 s)", slow[0].dur)
+	}
+	b.waitIn(60*time.Second, "the remediation's decision line", func() bool { return decisionLine(b.journal("stapling-agent"), "remediate") != nil })
+	journal := b.journal("stapling-agent")
+	dec := decisionLine(journal, "remediate")
+	// A black-holed responder: mod_ssl's timeout lines (AH01977, AH01980, AH01941) do not name
+	// it, so the decision's responder field is empty; the daemon asked the served one itself.
+	if dec["result"] != "ok" || dec["cause"] != "read_timeout" || dec["mode"] != "enforce" ||
+		fmt.Sprint(dec["affected_responders"]) != "[http://127.0.0.1:8080/]" {
+		t.Fatalf("decision: %v\n%s", dec, journal)
+	}
+	// Item 4, the good half: the config test ran as the daemon runs it (inside its sandbox:
+	// it is not wrapped in systemd-run) and passed; the restart went through PID 1.
+	for _, want := range []string{
+		"remediate: config test passed: /usr/sbin/apachectl -t",
+		"remediate: Apache restarted: systemd-run --wait --collect --quiet --pipe -- /usr/local/cpanel/scripts/restartsrv_httpd",
+	} {
+		if !strings.Contains(journal, want) {
+			t.Errorf("journal lacks %q:\n%s", want, journal)
+		}
+	}
+	restarts := b.restarts()
+	if len(restarts) != 1 {
+		t.Fatalf("restartsrv_httpd ran %d times, want once:\n%s", len(restarts), strings.Join(restarts, "\n"))
+	}
+	// restartsrv_httpd itself ran as a transient unit of PID 1, outside the agent's sandbox.
+	if r := restarts[0]; !strings.Contains(r, "/system.slice/run-") || strings.Contains(r, "stapling-agent") || !strings.Contains(r, "NoNewPrivs:0") {
+		t.Errorf("restartsrv_httpd ran in the wrong place: %s", r)
+	}
+	t.Logf("during the outage: %d handshakes, the first %s; decision: %v", len(slow), slow[0].dur, dec["detail"])
+
+	failuresAfterFix := b.failures()
+	for i := 0; i < 3; i++ {
+		if h := b.handshake(); !h.verified || h.stapled || h.dur > time.Second {
+			t.Fatalf("handshake after the fix: %+v", h)
+		}
+	}
+	if n := b.failures(); n != failuresAfterFix {
+		t.Errorf("%d new AH01941 lines after the fix", n-failuresAfterFix)
+	}
+
+	// Item 3: Apache was restarted by the manager (a new main pid) and lives in its own unit.
+	apacheAfter := b.show("httpd", "MainPID")
+	if apacheAfter == apacheBefore || apacheAfter == "0" {
+		t.Errorf("httpd's main pid %s -> %s: not restarted by the manager", apacheBefore, apacheAfter)
+	}
+	procs := b.apacheProcs()
+	if len(procs) < 2 {
+		t.Fatalf("apache2 processes: %v", procs)
+	}
+	for _, pid := range procs {
+		cg := b.sh("cat /proc/" + pid + "/cgroup")
+		if !strings.Contains(cg, "/system.slice/httpd.service") || strings.Contains(cg, "stapling-agent") {
+			t.Errorf("apache2 %s is not in httpd.service's cgroup:\n%s", pid, cg)
+		}
+		if nnp := b.sh("grep NoNewPrivs /proc/" + pid + "/status"); !strings.HasSuffix(nnp, "\t0") {
+			t.Errorf("apache2 %s: %q, want NoNewPrivs 0 (suexec needs it)", pid, nnp)
+		}
+	}
+	if got := b.sh("systemd-cgls --no-pager -u stapling-agent.service | grep -c apache2 || true"); got != "0" {
+		t.Errorf("apache2 in the agent's cgroup: %s", got)
+	}
+
+	b.sh("systemctl stop stapling-agent")
+	if got := b.show("stapling-agent", "ActiveState"); got != "inactive" {
+		t.Errorf("after stop: stapling-agent %s", got)
+	}
+	if got := b.show("httpd", "ActiveState") + " " + b.show("httpd", "MainPID"); got != "active "+apacheAfter {
+		t.Errorf("after stopping the agent httpd is %q, want active with main pid %s", got, apacheAfter)
+	}
+	if h := b.handshake(); !h.verified {
+		t.Errorf("Apache does not serve after the agent stopped: %+v", h)
+	}
+	if len(b.restarts()) != 1 {
+		t.Errorf("restarts after the stop: %v", b.restarts())
+	}
+	if !strings.Contains(b.journal("stapling-agent"), `"message":"stopped"`) {
+		t.Errorf("no clean stop in the journal (pid %s):\n%s", agentPID, b.journal("stapling-agent"))
+	}
+}
+
+// Issue 14, item 2: readiness and the watchdog with the real manager.
+//
+// `systemctl start` returns only once the daemon sent READY=1: the unit is active (not
+// activating) when it returns, and the daemon's "following error_log" line, logged just
+// before READY=1, is in the journal before the manager's "Started" line. With WatchdogSec=3s
+// (a drop-in: the shipped 60 s would make the test slow) and a restartsrv_httpd that sleeps
+// 8 s first, a remediation runs without the watchdog firing: no "Watchdog timeout", NRestarts
+// 0, the same main pid. Finally a daemon frozen with SIGSTOP is killed by that watchdog: it
+// was armed all along.
+func TestBedReadinessAndWatchdog(t *testing.T) {
+	b := startBed(t)
+	b.enforce()
+	b.sh(`mkdir -p /etc/systemd/system/stapling-agent.service.d
+printf '[Service]\nWatchdogSec=3s\n' >/etc/systemd/system/stapling-agent.service.d/watchdog.conf
+echo 8 >/etc/stapling-bed/restart-delay
+systemctl daemon-reload`)
+
+	state := b.sh("systemctl start stapling-agent && systemctl show -p ActiveState,SubState --value stapling-agent")
+	if state != "active\nrunning" {
+		t.Fatalf("right after systemctl start: %q, want active running", state)
+	}
+	if got := b.show("stapling-agent", "WatchdogUSec"); got != "3s" {
+		t.Fatalf("WatchdogUSec %s, want the drop-in's 3s", got)
+	}
+	ready, started := journalMonotonic(t, b.sh("journalctl --no-pager -o json -u stapling-agent"), "following error_log", "Started stapling-agent.service")
+	if ready == 0 || started == 0 || ready > started {
+		t.Fatalf("READY=1 (the daemon's ready line at %d) must come before the start job completed (%d)", ready, started)
+	}
+	pid := b.show("stapling-agent", "MainPID")
+
+	b.sh("systemctl stop ocsp-responder && systemctl restart httpd")
+	start := time.Now()
+	for i := 0; i < 8 && decisionLine(b.journal("stapling-agent"), "remediate") == nil && len(b.restarts()) == 0; i++ {
+		b.handshake()
+	}
+	b.waitIn(60*time.Second, "the slow remediation", func() bool { return decisionLine(b.journal("stapling-agent"), "remediate") != nil })
+	took := time.Since(start)
+	journal := b.journal("stapling-agent")
+	if dec := decisionLine(journal, "remediate"); dec["result"] != "ok" {
+		t.Fatalf("decision: %v\n%s", dec, journal)
+	}
+	if took < 8*time.Second {
+		t.Errorf("the remediation took %s: the 8 s restart stand-in did not run", took)
+	}
+	if strings.Contains(strings.ToLower(journal), "watchdog") {
+		t.Errorf("the watchdog fired during a %s remediation:\n%s", took, journal)
+	}
+	if n := b.show("stapling-agent", "NRestarts"); n != "0" {
+		t.Errorf("NRestarts %s, want 0", n)
+	}
+	if got := b.show("stapling-agent", "MainPID"); got != pid {
+		t.Errorf("main pid %s -> %s: the daemon was restarted", pid, got)
+	}
+	t.Logf("remediation with an 8 s restart under WatchdogSec=3s: %s, not killed", took.Round(100*time.Millisecond))
+
+	// The control: a daemon that stops answering is killed by that same watchdog.
+	b.sh("kill -STOP " + pid)
+	b.waitIn(15*time.Second, "the watchdog to fire on a frozen daemon", func() bool {
+		return strings.Contains(b.journal("stapling-agent"), "Watchdog timeout")
+	})
+}
+
+// journalMonotonic reads `journalctl -o json` output and returns the monotonic timestamps of
+// the first entries whose MESSAGE contains a and b.
+func journalMonotonic(t *testing.T, out, a, b string) (ta, tb uint64) {
+	t.Helper()
+	for _, line := range strings.Split(out, "\n") {
+		var e struct {
+			Message   any    `json:"MESSAGE"`
+			Monotonic string `json:"__MONOTONIC_TIMESTAMP"`
+		}
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		msg, _ := e.Message.(string)
+		mono, _ := strconv.ParseUint(e.Monotonic, 10, 64)
+		if ta == 0 && strings.Contains(msg, a) {
+			ta = mono
+		}
+		if tb == 0 && strings.Contains(msg, b) {
+			tb = mono
+		}
+	}
+	return ta, tb
+}
+
+// Issue 14, item 4, the other half: the config test runs inside the agent's sandbox
+// (ProtectSystem=strict, MemoryDenyWriteExecute, SystemCallFilter=@system-service) and its
+// verdict is Apache's own. With a directive Apache does not know already in the config (an
+// admin's mistake: Apache still runs on the old config), the daemon's remediation fails at the
+// config test with Apache's message (not a sandbox denial), rolls the include back and never
+// restarts Apache. The passing half is in TestBedIncidentThroughSystemd.
+//
+// Why inside the sandbox and not through PID 1: `apachectl -t` only reads (config, modules,
+// certificates) and needs neither privileges nor writes; the sandbox allows reading every file
+// and loading Apache's modules (no W+X mappings), so it works there, as this shows; its output
+// comes back to the daemon directly, within commands.timeout, and a hung test is killed with
+// the daemon's own process. Only what must outlive or escape the sandbox (Apache itself,
+// rebuildhttpdconf writing httpd.conf) goes through PID 1.
+func TestBedConfigTestInSandbox(t *testing.T) {
+	b := startBed(t)
+	b.enforce()
+	include := b.sh("cat /etc/apache2/conf.d/includes/pre_virtualhost_global.conf")
+	b.sh("echo 'BedBogusDirective on' >/etc/apache2/conf.d/includes/pre_main_global.conf")
+	b.sh("systemctl enable --now stapling-agent && systemctl stop ocsp-responder")
+	b.sh("/usr/sbin/apache2 -d /etc/apache2 -f conf/httpd.conf -k graceful || true") // fresh staple cache; still the old config
+	before := len(b.restarts())
+	for i := 0; i < 8 && decisionLine(b.journal("stapling-agent"), "remediate") == nil; i++ {
+		b.handshake()
+	}
+	b.waitIn(30*time.Second, "the remediation's decision", func() bool { return decisionLine(b.journal("stapling-agent"), "remediate") != nil })
+	journal := b.journal("stapling-agent")
+	dec := decisionLine(journal, "remediate")
+	if dec["result"] != "failed" || !strings.Contains(journal, "BedBogusDirective") {
+		t.Fatalf("want a failed config test naming the bad directive: %v\n%s", dec, journal)
+	}
+	for _, denial := range []string{"Operation not permitted", "Read-only file system", "Permission denied", "Bad system call"} {
+		if strings.Contains(journal, denial) {
+			t.Errorf("the sandbox got in the config test's way (%q):\n%s", denial, journal)
+		}
+	}
+	if got := b.sh("cat /etc/apache2/conf.d/includes/pre_virtualhost_global.conf"); got != include {
+		t.Errorf("include not rolled back:\n%s", got)
+	}
+	if n := len(b.restarts()); n != before {
+		t.Errorf("Apache restarted %d times after a failed config test", n-before)
+	}
+	if h := b.handshake(); !h.verified {
+		t.Errorf("Apache does not serve: %+v", h)
+	}
+}
+
+// Issue 14, item 7 in part: the .deb's maintainer scripts under the live manager. dpkg passes
+// words ("configure", "upgrade", "remove"), not rpm's counts, so the .deb has scripts of its
+// own (packaging/scripts/deb); the RPM's, run by dpkg, did nothing (`[ "remove" -eq 0 ]` is
+// an error): removal left the daemon running from a deleted binary, an upgrade never
+// restarted it. Upgrade while running: restarted onto the new binary (try-restart), the edited
+// config kept. Remove: stopped and disabled.
+func TestBedPackageUpgradeAndRemove(t *testing.T) {
+	b := startBed(t)
+	dist := t.TempDir()
+	cmd := exec.Command("../scripts/package.sh", "deb")
+	cmd.Env = append(os.Environ(), "DIST="+dist, "VERSION=0.1.1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("package.sh deb (0.1.1): %v", err)
+	}
+	v2 := strings.TrimSpace(string(out))
+	if cp, err := exec.Command("cp", v2, b.dir+"/root/root/pkg/").CombinedOutput(); err != nil {
+		t.Fatalf("copy the 0.1.1 package into the bed: %v\n%s", err, cp)
+	}
+	b.enforce()
+	b.sh("systemctl enable --now stapling-agent")
+	pid := b.show("stapling-agent", "MainPID")
+
+	b.sh("dpkg -i --force-confold /root/pkg/stapling-agent_0.1.1-1_*.deb")
+	if got := b.sh("dpkg-query -W -f '${Version}' stapling-agent"); got != "0.1.1-1" {
+		t.Fatalf("installed version %s", got)
+	}
+	if got, now := b.show("stapling-agent", "ActiveState"), b.show("stapling-agent", "MainPID"); got != "active" || now == pid {
+		t.Errorf("after the upgrade: %s, main pid %s -> %s (want active on a new pid: try-restart)", got, pid, now)
+	}
+	if v := b.sh("/usr/sbin/stapling-agent version 2>&1 || true"); !strings.Contains(v, "0.1.1") {
+		t.Errorf("version after the upgrade: %s", v)
+	}
+	b.sh("grep -q '^mode: enforce' /etc/stapling-agent/config.yaml")
+
+	b.sh("dpkg -r stapling-agent")
+	if got := b.show("stapling-agent", "ActiveState"); got != "inactive" {
+		t.Errorf("after dpkg -r: stapling-agent %s, want inactive", got)
+	}
+	if got := b.sh("pgrep -x stapling-agent || true"); got != "" {
+		t.Errorf("stapling-agent still running after dpkg -r: %s", got)
+	}
+	if got := b.sh("ls /etc/systemd/system/multi-user.target.wants/ | grep stapling || true"); got != "" {
+		t.Errorf("still enabled after dpkg -r: %s", got)
+	}
+}
