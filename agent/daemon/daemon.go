@@ -132,6 +132,7 @@ type job struct {
 	rem         *remediate.Remediator
 	dryRun      bool
 	lastFailure time.Time
+	revert      bool // FinishInterrupted: the interrupted change was a revert (auto-revert)
 }
 
 // result is what the worker tells the loop.
@@ -304,8 +305,8 @@ func (d *Daemon) begin(ctx context.Context) {
 	d.known = d.facts.get(e.Layout, d.start).Facts
 	if d.mode(e, d.dryRun) == policy.Enforce {
 		if u, err := e.State.Unfinished(e.Layout.Include); err == nil && u != nil {
-			e.Log.Warn().Str("action", string(u.Action)).Str("step", string(u.Step)).Msg("finishing an interrupted remediation")
-			d.send(job{kind: policy.FinishInterrupted})
+			e.Log.Warn().Str("action", string(u.Action)).Str("step", string(u.Step)).Msg("finishing an interrupted change")
+			d.send(job{kind: policy.FinishInterrupted, revert: u.Action == state.Revert})
 		}
 	}
 	from := d.start.Add(-e.Config.Policy.Window)
@@ -480,6 +481,14 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 	ctx = context.WithoutCancel(ctx)
 	switch j.kind {
 	case policy.FinishInterrupted:
+		if j.revert {
+			// An auto-revert killed partway is finished as a revert, not redone as a
+			// remediation (that would restart Apache to turn stapling off again).
+			_, err := j.rem.Revert(ctx, false)
+			d.facts.invalidate()
+			d.log(j, policy.Decision{Kind: policy.FinishInterrupted, Reason: "a revert was interrupted; finishing it"}, err)
+			return result{}
+		}
 		return d.remediate(ctx, j, policy.Decision{Kind: policy.FinishInterrupted, Reason: "a remediation was interrupted; finishing it"}, nil)
 	case policy.AutoRevert:
 		d.checkAutoRevert(ctx, j)

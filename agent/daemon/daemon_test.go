@@ -285,6 +285,18 @@ func TestDaemonFinishesInterruptedRemediationAtStart(t *testing.T) {
 	}
 }
 
+// An auto-revert killed after it wrote the include is finished as a revert: the block stays
+// gone and Apache is restarted on it, not remediated again.
+func TestDaemonFinishesInterruptedRevertAsARevert(t *testing.T) {
+	r := newRig(t, policy.Enforce, "", nil)
+	r.env.State.Ensure()
+	r.env.State.Append(state.Entry{Action: state.Revert, Step: state.Written, File: ea4Include})
+	r.begin()
+	if r.decisions() != "finish_interrupted" || apacheconf.InspectInclude([]byte(r.Read(t, ea4Include))).ManagedBlock {
+		t.Fatalf("decisions %s, ran %s, include %q", r.decisions(), r.Runner.Names(), r.Read(t, ea4Include))
+	}
+}
+
 // A Must-Staple certificate on a vhost that would lose its staple: the daemon refuses, changes
 // nothing, spends no budget, and says so once per cooldown.
 func TestDaemonMustStapleRefusal(t *testing.T) {
