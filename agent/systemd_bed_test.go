@@ -250,8 +250,10 @@ func (b *bed) enforce() {
 // NoNewPrivs, and `systemctl stop stapling-agent` leaves Apache serving.
 func TestBedIncidentThroughSystemd(t *testing.T) {
 	b := startBed(t)
-	if got := b.sh("systemctl is-enabled stapling-agent.service stapling-agent-audit.timer || true"); got != "disabled\ndisabled" {
-		t.Errorf("after dpkg -i: is-enabled %q, want both disabled (the package ships them disabled)", got)
+	// Debian's default preset is "enable *": the .deb applies no preset (packaging/scripts/deb/
+	// postinst), so the units stay disabled as on EL, where the RPM's preset leaves them so.
+	if got := b.sh("systemctl is-enabled stapling-agent.service stapling-agent-audit.timer stapling-agent-audit.service stapling-agent-restart.service || true"); got != "disabled\ndisabled\nstatic\nstatic" {
+		t.Errorf("after dpkg -i: is-enabled %q, want disabled, disabled, static, static (the package ships them disabled)", got)
 	}
 	if got := b.show("stapling-agent", "ActiveState"); got != "inactive" {
 		t.Errorf("after dpkg -i: stapling-agent is %s, want inactive", got)
@@ -309,6 +311,7 @@ func TestBedIncidentThroughSystemd(t *testing.T) {
 			t.Errorf("journal lacks %q:\n%s", want, journal)
 		}
 	}
+	checkDecisionFields(t, b, "read_timeout") // item 6
 	restarts := b.restarts()
 	if len(restarts) != 1 {
 		t.Fatalf("restartsrv_httpd ran %d times, want once:\n%s", len(restarts), strings.Join(restarts, "\n"))
@@ -501,7 +504,8 @@ func TestBedConfigTestInSandbox(t *testing.T) {
 	}
 }
 
-// Issue 14, item 7 in part: the .deb's maintainer scripts under the live manager. dpkg passes
+// Issue 14, item 7: the .deb's maintainer scripts under the live manager (installed disabled:
+// TestBedIncidentThroughSystemd). dpkg passes
 // words ("configure", "upgrade", "remove"), not rpm's counts, so the .deb has scripts of its
 // own (packaging/scripts/deb); the RPM's, run by dpkg, did nothing (`[ "remove" -eq 0 ]` is
 // an error): removal left the daemon running from a deleted binary, an upgrade never
@@ -536,6 +540,9 @@ func TestBedPackageUpgradeAndRemove(t *testing.T) {
 	}
 	b.sh("grep -q '^mode: enforce' /etc/stapling-agent/config.yaml")
 
+	// What a host's state directory holds (dpkg removes the package's directories only when
+	// empty): a cached audit here, the journal and backups after a remediation.
+	b.sh("echo '{}' >/var/lib/stapling-agent/last-audit.json")
 	b.sh("dpkg -r stapling-agent")
 	if got := b.show("stapling-agent", "ActiveState"); got != "inactive" {
 		t.Errorf("after dpkg -r: stapling-agent %s, want inactive", got)
@@ -545,5 +552,299 @@ func TestBedPackageUpgradeAndRemove(t *testing.T) {
 	}
 	if got := b.sh("ls /etc/systemd/system/multi-user.target.wants/ | grep stapling || true"); got != "" {
 		t.Errorf("still enabled after dpkg -r: %s", got)
+	}
+	// Removed, not purged: the edited config stays (a conffile), and so does the state.
+	b.sh("grep -q '^mode: enforce' /etc/stapling-agent/config.yaml && test -d /var/lib/stapling-agent")
+
+	// Purge: dpkg deletes the config; the state directory (the journal of what the agent
+	// changed in Apache's config, the backups to undo it) is kept on purpose
+	// (packaging/scripts/deb/postrm).
+	b.sh("dpkg --purge stapling-agent")
+	if got := b.sh("dpkg-query -W -f '${db:Status-Status}' stapling-agent 2>/dev/null || echo gone"); got != "not-installed" && got != "gone" {
+		t.Errorf("after dpkg --purge: %s", got)
+	}
+	if got := b.sh("ls -d /etc/stapling-agent /etc/stapling-agent/config.yaml 2>&1 || true"); !strings.Contains(got, "No such file") || strings.Contains(got, "config.yaml\n") {
+		t.Errorf("the config survives the purge: %s", got)
+	}
+	if got := b.sh("stat -c '%a' /var/lib/stapling-agent && ls /var/lib/stapling-agent"); !strings.HasPrefix(got, "700\n") || !strings.Contains(got, "last-audit.json") {
+		t.Errorf("the state directory after the purge: %q, want kept with its contents", got)
+	}
+	if got := b.sh("ls /usr/lib/systemd/system | grep stapling || true"); got != "" {
+		t.Errorf("units left after the purge: %s", got)
+	}
+}
+
+// bedExposure is the overall exposure level systemd-analyze security gives unit in the host.
+func (b *bed) exposure(unit string) float64 {
+	b.t.Helper()
+	out := b.sh("systemd-analyze security --no-pager " + unit + " 2>&1")
+	m := regexp.MustCompile(`Overall exposure level for ` + regexp.QuoteMeta(unit) + `: ([0-9.]+)`).FindStringSubmatch(out)
+	if m == nil {
+		b.t.Fatalf("no exposure level for %s:\n%s", unit, out)
+	}
+	level, _ := strconv.ParseFloat(m[1], 64)
+	return level
+}
+
+// journalFields are the entries `journalctl -o json` prints for args (one JSON object a line).
+func (b *bed) journalFields(args string) []map[string]any {
+	b.t.Helper()
+	var entries []map[string]any
+	for _, line := range strings.Split(b.sh("journalctl --no-pager -o json "+args), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil {
+			entries = append(entries, m)
+		}
+	}
+	return entries
+}
+
+// sandboxDenials are what a sandbox that got in the way leaves in a journal.
+var sandboxDenials = []string{"Operation not permitted", "Read-only file system", "Permission denied", "Bad system call"}
+
+// Issue 14, item 8: the audit timer under the real manager. Enabled, the timer starts the audit
+// (a drop-in makes it fire a second after enabling instead of 2 minutes after boot); the audit
+// writes the cached audit for the Ansible fact and node_exporter's textfile, inside its sandbox
+// (exposure 3.0 or better, as systemd-analyze rates it here; no denial in its journal). With
+// httpd hanging and a 3 s TimeoutStartSec, the manager stops the audit at its timeout
+// (Result=timeout), kills what it ran, and the previous outputs stay as they were.
+func TestBedAuditTimer(t *testing.T) {
+	b := startBed(t)
+	for _, unit := range []string{"stapling-agent-audit.service", "stapling-agent.service"} {
+		if level := b.exposure(unit); level > 3.0 {
+			t.Errorf("%s: exposure %.1f in the booted host, want 3.0 or better", unit, level)
+		} else {
+			t.Logf("systemd-analyze security %s: %.1f", unit, level)
+		}
+	}
+	b.sh(`mkdir -p /etc/systemd/system/stapling-agent-audit.timer.d
+printf '[Timer]\nOnActiveSec=1s\nRandomizedDelaySec=0\n' >/etc/systemd/system/stapling-agent-audit.timer.d/soon.conf
+systemctl daemon-reload
+systemctl enable --now stapling-agent-audit.timer`)
+	const audit, prom = "/var/lib/stapling-agent/last-audit.json", "/var/lib/node_exporter/textfile_collector/stapling_agent.prom"
+	b.waitIn(60*time.Second, "the timer's audit to finish", func() bool {
+		return b.show("stapling-agent-audit.service", "ExecMainExitTimestampMonotonic") != "0" &&
+			b.show("stapling-agent-audit.service", "ActiveState") == "inactive"
+	})
+	journal := b.journal("stapling-agent-audit.service")
+	if got := b.show("stapling-agent-audit.service", "Result"); got != "success" {
+		t.Fatalf("the audit's result: %s\n%s", got, journal)
+	}
+	if got := b.sh("stat -c '%a %U' " + audit + " " + prom); got != "644 root\n644 root" {
+		t.Errorf("outputs: %q, want both 0644 root", got)
+	}
+	var report struct {
+		Schema string `json:"schema"`
+		Status string `json:"status"`
+		Layout struct {
+			Kind string `json:"kind"`
+		} `json:"layout"`
+	}
+	if err := json.Unmarshal([]byte(b.sh("cat "+audit)), &report); err != nil || report.Schema == "" || report.Status == "" || report.Layout.Kind != "ea4" {
+		t.Errorf("cached audit: %+v, %v", report, err)
+	}
+	if metrics := b.sh("cat " + prom); !strings.Contains(metrics, "stapling_agent_") {
+		t.Errorf("textfile:\n%s", metrics)
+	}
+	for _, denial := range sandboxDenials {
+		if strings.Contains(journal, denial) {
+			t.Errorf("the audit's sandbox got in its way (%q):\n%s", denial, journal)
+		}
+	}
+	if got := b.sh("systemctl show -p NextElapseUSecMonotonic --value stapling-agent-audit.timer"); got == "" || got == "0" {
+		t.Errorf("the timer has no next run: %q", got)
+	}
+
+	// The timeout: httpd hangs, the manager stops the audit after 3 s (SIGTERM). The audit
+	// answers SIGTERM as its own --timeout: it stops within 2 s and reports status unknown,
+	// written atomically, so the Ansible fact shows an audit that did not finish rather than
+	// a stale one; the textfile (the second ExecStart) is not run and stays as it was.
+	listing := "ls -A /var/lib/stapling-agent /var/lib/node_exporter/textfile_collector && stat -c %Y " + prom
+	before := b.sh(listing)
+	b.sh(`mkdir -p /etc/systemd/system/stapling-agent-audit.service.d
+printf '[Service]\nTimeoutStartSec=3s\n' >/etc/systemd/system/stapling-agent-audit.service.d/timeout.conf
+echo 60 >/etc/stapling-bed/httpd-delay
+systemctl daemon-reload`)
+	start := time.Now()
+	_, _, code := b.run("systemctl", "start", "stapling-agent-audit.service")
+	took := time.Since(start)
+	if code == 0 || took > 20*time.Second {
+		t.Errorf("start with a hung httpd: exit %d after %s, want a failure at the 3 s timeout", code, took)
+	}
+	if got := b.show("stapling-agent-audit.service", "Result"); got != "timeout" {
+		t.Errorf("Result %s, want timeout", got)
+	}
+	if got := b.sh("ps -eo args | grep -c '^sleep 60$' || true"); got != "0" {
+		t.Errorf("the hung httpd survived the timeout: %s", got)
+	}
+	if after := b.sh(listing); after != before {
+		t.Errorf("a timed-out audit left files or touched the textfile:\nbefore %s\nafter  %s", before, after)
+	}
+	if err := json.Unmarshal([]byte(b.sh("cat "+audit)), &report); err != nil || (report.Status != "unknown" && report.Status != "ok" && report.Status != "warning" && report.Status != "critical") {
+		t.Errorf("the cached audit after the timeout: %+v, %v", report, err)
+	}
+	t.Logf("the cached audit after the timeout: status %s", report.Status)
+	t.Logf("the audit stopped at its timeout after %s", took.Round(100*time.Millisecond))
+}
+
+// Issue 14, item 5: `systemctl reload` under the real manager. The unit runs `config check`
+// before SIGHUP: a bad file fails the reload (exit non-zero, the reason in the journal), the
+// daemon is never signalled and keeps its configuration (same pid, still active, no
+// "configuration reloaded"). A bad file sent by SIGHUP directly (not through systemctl) is
+// refused by the daemon itself. A good file is in force after reload: threshold 1 and enforce
+// mode, and the next responder failure is remediated on that one failure, the decision line
+// carrying threshold 1 and mode enforce.
+func TestBedReload(t *testing.T) {
+	b := startBed(t)
+	b.sh("systemctl start stapling-agent")
+	pid := b.show("stapling-agent", "MainPID")
+	const cfg = "/etc/stapling-agent/config.yaml"
+	b.sh(`sed -i 's/^  threshold: 3 /  threshold: 0 /' ` + cfg + ` && grep -q '^  threshold: 0 ' ` + cfg)
+	_, errOut, code := b.run("systemctl", "reload", "stapling-agent")
+	if code == 0 {
+		t.Fatalf("systemctl reload with threshold 0 succeeded")
+	}
+	journal := b.journal("stapling-agent")
+	if !strings.Contains(journal, "policy.threshold must be at least 1") {
+		t.Errorf("the failed reload does not say why (systemctl: %s):\n%s", errOut, journal)
+	}
+	if got := b.show("stapling-agent", "ActiveState") + " " + b.show("stapling-agent", "MainPID"); got != "active "+pid {
+		t.Errorf("after the failed reload: %s, want active %s", got, pid)
+	}
+	if strings.Contains(journal, "configuration reloaded") || strings.Contains(journal, "config reload failed") {
+		t.Errorf("the daemon was signalled with a bad file:\n%s", journal)
+	}
+
+	// SIGHUP straight to the daemon: it checks the file itself and keeps the old one.
+	b.sh("kill -HUP " + pid)
+	b.waitIn(10*time.Second, "the daemon to refuse the bad file", func() bool {
+		return strings.Contains(b.journal("stapling-agent"), "config reload failed; keeping the old configuration")
+	})
+
+	b.sh(`sed -i 's/^  threshold: 0 /  threshold: 1 /; s/^mode: dry-run/mode: enforce/' ` + cfg)
+	b.sh("systemctl reload stapling-agent")
+	b.waitIn(10*time.Second, "the reloaded configuration", func() bool {
+		return strings.Contains(b.journal("stapling-agent"), "configuration reloaded")
+	})
+	var reloaded map[string]any
+	for _, line := range strings.Split(b.journal("stapling-agent"), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["message"] == "configuration reloaded" {
+			reloaded = m
+		}
+	}
+	if reloaded["mode"] != "enforce" || reloaded["threshold"] != 1.0 {
+		t.Fatalf("reloaded: %v", reloaded)
+	}
+	if got := b.show("stapling-agent", "MainPID"); got != pid {
+		t.Errorf("main pid %s -> %s: reload restarted the daemon", pid, got)
+	}
+
+	// In force: one failure is enough now, and it is acted on.
+	b.sh("systemctl stop ocsp-responder && systemctl restart httpd")
+	for i := 0; i < 4 && decisionLine(b.journal("stapling-agent"), "remediate") == nil; i++ {
+		b.handshake()
+	}
+	b.waitIn(30*time.Second, "the remediation", func() bool { return decisionLine(b.journal("stapling-agent"), "remediate") != nil })
+	dec := decisionLine(b.journal("stapling-agent"), "remediate")
+	if dec["mode"] != "enforce" || dec["threshold"] != 1.0 || dec["result"] != "ok" {
+		t.Errorf("decision after the reload: %v", dec)
+	}
+}
+
+// Issue 14, item 6: decisions reach journald with their fields. The daemon's stderr is the
+// journal's stream (JOURNAL_STREAM), so its logger writes natively: `journalctl
+// DECISION=remediate` finds the decision, with CAUSE, RESPONDER, MODE, RESULT and the rest as
+// fields and PRIORITY 4 (warning), while MESSAGE stays the JSON line `-o cat` has always shown.
+// Checked on the oneshot path's remediation below and on the systemd-run path's here.
+func checkDecisionFields(t *testing.T, b *bed, cause string) {
+	t.Helper()
+	entries := b.journalFields("-u stapling-agent DECISION=remediate")
+	if len(entries) != 1 {
+		t.Fatalf("journalctl -u stapling-agent DECISION=remediate: %d entries, want 1", len(entries))
+	}
+	e := entries[0]
+	for k, want := range map[string]string{"DECISION": "remediate", "CAUSE": cause, "MODE": "enforce", "RESULT": "ok",
+		"PRIORITY": "4", "SYSLOG_IDENTIFIER": "stapling-agent", "_SYSTEMD_UNIT": "stapling-agent.service"} {
+		if got := fmt.Sprint(e[k]); got != want {
+			t.Errorf("%s=%q, want %q (entry %v)", k, got, want, e)
+		}
+	}
+	if _, ok := e["RESPONDER"]; !ok {
+		t.Errorf("no RESPONDER field: %v", e)
+	}
+	if got := fmt.Sprint(e["AFFECTED_RESPONDERS"]); got != `["http://127.0.0.1:8080/"]` {
+		t.Errorf("AFFECTED_RESPONDERS=%s", got)
+	}
+	var line map[string]any
+	if msg, _ := e["MESSAGE"].(string); json.Unmarshal([]byte(msg), &line) != nil || line["decision"] != "remediate" {
+		t.Errorf("MESSAGE is not the JSON line: %v", e["MESSAGE"])
+	}
+	if n := len(b.journalFields("-u stapling-agent CAUSE=" + cause + " DECISION=remediate")); n != 1 {
+		t.Errorf("journalctl by CAUSE and DECISION: %d entries", n)
+	}
+}
+
+// The CentOS 7 path (systemd 219: systemd-run has no --wait, --pipe, --collect): the restart
+// through PID 1 as `systemctl start stapling-agent-restart.service`, a oneshot the package
+// ships, which waits for restartsrv_httpd on every systemd version. Forced here with
+// STAPLING_AGENT_THROUGH_PID1=unit (this systemd has systemd-run). The daemon remediates once,
+// restartsrv_httpd ran in the oneshot's cgroup without NoNewPrivs, and Apache is back in
+// httpd.service's. Then a failing restart (cPanel's "Apache is being updated" block): the
+// error names the unit and carries what restartsrv_httpd logged, read back from the journal.
+func TestBedRestartThroughOneshot(t *testing.T) {
+	b := startBed(t)
+	if got := b.sh("systemctl is-enabled stapling-agent-restart.service stapling-agent-rebuild.service || true"); got != "static\nstatic" {
+		t.Errorf("the oneshots: is-enabled %q, want static (never enabled)", got)
+	}
+	b.enforce()
+	b.sh(`mkdir -p /etc/systemd/system/stapling-agent.service.d
+printf '[Service]\nEnvironment=STAPLING_AGENT_THROUGH_PID1=unit\n' >/etc/systemd/system/stapling-agent.service.d/oneshot.conf
+systemctl daemon-reload
+systemctl enable --now stapling-agent`)
+	b.sh("systemctl stop ocsp-responder && systemctl restart httpd")
+	for i := 0; i < 8 && decisionLine(b.journal("stapling-agent"), "remediate") == nil && len(b.restarts()) == 0; i++ {
+		b.handshake()
+	}
+	b.waitIn(60*time.Second, "the remediation", func() bool { return decisionLine(b.journal("stapling-agent"), "remediate") != nil })
+	journal := b.journal("stapling-agent")
+	if dec := decisionLine(journal, "remediate"); dec["result"] != "ok" {
+		t.Fatalf("decision: %v\n%s", dec, journal)
+	}
+	if want := "remediate: Apache restarted: systemctl start stapling-agent-restart.service"; !strings.Contains(journal, want) {
+		t.Errorf("journal lacks %q:\n%s", want, journal)
+	}
+	restarts := b.restarts()
+	if len(restarts) != 1 || !strings.Contains(restarts[0], "/system.slice/stapling-agent-restart.service") || !strings.Contains(restarts[0], "NoNewPrivs:0") {
+		t.Fatalf("restartsrv_httpd runs: %q, want one in the oneshot's cgroup without NoNewPrivs", restarts)
+	}
+	if got := b.show("stapling-agent-restart.service", "Result") + " " + b.show("stapling-agent-restart.service", "ActiveState"); got != "success inactive" {
+		t.Errorf("the oneshot: %s", got)
+	}
+	for _, pid := range b.apacheProcs() {
+		if cg := b.sh("cat /proc/" + pid + "/cgroup"); !strings.Contains(cg, "/system.slice/httpd.service") {
+			t.Errorf("apache2 %s is not in httpd.service's cgroup:\n%s", pid, cg)
+		}
+	}
+	if h := b.handshake(); !h.verified || h.stapled || h.dur > time.Second {
+		t.Errorf("handshake after the fix: %+v", h)
+	}
+	checkDecisionFields(t, b, "connect_refused") // the responder stopped: refused, and named
+	if got := b.journalFields("-u stapling-agent DECISION=remediate")[0]["RESPONDER"]; got != "127.0.0.1:8080" {
+		t.Errorf("RESPONDER=%v", got)
+	}
+
+	// A failing restart through the oneshot: revert (stapling back on) while cPanel blocks
+	// restarts. The error says which unit failed and what restartsrv_httpd said.
+	b.sh("systemctl stop stapling-agent && touch /var/cpanel/mgmt_queue/apache_update_no_restart")
+	out, errOut, code := b.run("env", "STAPLING_AGENT_THROUGH_PID1=unit", "/usr/sbin/stapling-agent", "revert")
+	if code == 0 {
+		t.Fatalf("revert with restarts blocked succeeded:\n%s%s", out, errOut)
+	}
+	for _, want := range []string{"systemctl start stapling-agent-restart.service", "stapling-agent-restart.service logged:",
+		"httpd restarts are blocked while Apache is being updated"} {
+		if !strings.Contains(out+errOut, want) {
+			t.Errorf("the failed restart's error lacks %q:\n%s%s", want, out, errOut)
+		}
 	}
 }

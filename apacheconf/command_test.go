@@ -59,29 +59,83 @@ func TestExecRunnerTimeoutKillsTheGroup(t *testing.T) {
 }
 
 // On a real host with systemd as PID 1, restart and rebuild run through PID 1 (Apache must not
-// inherit our sandbox or cgroup); the config test runs directly. Under another --root, never.
+// inherit our sandbox or cgroup): with systemd-run where it has --wait/--pipe/--collect, else
+// with the package's oneshot units (EL7's systemd 219); the config test runs directly. Under
+// another --root, never.
 func TestDefaultCommandsThroughPID1(t *testing.T) {
 	l := &Layout{Root: "/", Kind: KindEA4, Apachectl: "/usr/sbin/apachectl", Restart: restartPrimary, Rebuild: rebuildScript}
-	c := l.defaultCommands(true)
-	want := Commands{
-		ConfigTest: []string{"/usr/sbin/apachectl", "-t"},
-		Restart:    []string{"systemd-run", "--wait", "--collect", "--quiet", "--pipe", "--", "/usr/local/cpanel/scripts/restartsrv_httpd"},
-		Rebuild:    []string{"systemd-run", "--wait", "--collect", "--quiet", "--pipe", "--", "/usr/local/cpanel/scripts/rebuildhttpdconf"},
+	for _, tc := range []struct {
+		way                          Through
+		configTest, restart, rebuild string
+	}{
+		{ThroughSystemdRun, "/usr/sbin/apachectl -t",
+			"systemd-run --wait --collect --quiet --pipe -- /usr/local/cpanel/scripts/restartsrv_httpd",
+			"systemd-run --wait --collect --quiet --pipe -- /usr/local/cpanel/scripts/rebuildhttpdconf"},
+		{ThroughUnit, "/usr/sbin/apachectl -t", "systemctl start stapling-agent-restart.service", "systemctl start stapling-agent-rebuild.service"},
+		{ThroughNothing, "/usr/sbin/apachectl -t", restartPrimary, rebuildScript},
+	} {
+		t.Run(string(tc.way), func(t *testing.T) {
+			c := l.defaultCommands(tc.way)
+			if got := [3]string{strings.Join(c.ConfigTest, " "), strings.Join(c.Restart, " "), strings.Join(c.Rebuild, " ")}; got != [3]string{tc.configTest, tc.restart, tc.rebuild} {
+				t.Fatalf("got %q", got)
+			}
+		})
 	}
-	if strings.Join(c.ConfigTest, " ") != strings.Join(want.ConfigTest, " ") || strings.Join(c.Restart, " ") != strings.Join(want.Restart, " ") ||
-		strings.Join(c.Rebuild, " ") != strings.Join(want.Rebuild, " ") {
-		t.Fatalf("booted: %+v", c)
+	// A command the package has no unit for runs directly on the oneshot path.
+	if c := (&Layout{Root: "/", Kind: KindEA3, Apachectl: "/a", Restart: restartFallback}).defaultCommands(ThroughUnit); c.Restart[0] != restartFallback || len(c.Rebuild) != 0 {
+		t.Fatalf("EA3 through the units: %+v", c)
 	}
-	if c := l.defaultCommands(false); c.Restart[0] != restartPrimary || c.Rebuild[0] != rebuildScript {
-		t.Fatalf("not booted: %+v", c)
+	root := *l
+	root.Root = t.TempDir()
+	for _, way := range []Through{ThroughSystemdRun, ThroughUnit} {
+		if c := root.defaultCommands(way); c.Restart[0] != filepath.Join(root.Root, restartPrimary) {
+			t.Fatalf("under --root (%s): %+v", way, c)
+		}
 	}
-	l.Root = t.TempDir()
-	if c := l.defaultCommands(true); c.Restart[0] != filepath.Join(l.Root, restartPrimary) {
-		t.Fatalf("under --root: %+v", c)
-	}
-	l.Rebuild = ""
-	if c := (&Layout{Root: "/", Kind: KindEA3, Apachectl: "/a", Restart: restartFallback}).defaultCommands(true); len(c.Rebuild) != 0 {
+	if c := (&Layout{Root: "/", Kind: KindEA3, Apachectl: "/a", Restart: restartFallback}).defaultCommands(ThroughSystemdRun); len(c.Rebuild) != 0 {
 		t.Fatalf("EA3 has no rebuild: %+v", c)
+	}
+}
+
+func TestParseSystemdVersion(t *testing.T) {
+	for _, tc := range []struct {
+		out  string
+		want int
+	}{
+		{"systemd 252 (252.39-1~deb12u2)\n+PAM +AUDIT +SELINUX\n", 252},
+		{"systemd 219\n+PAM +AUDIT +SELINUX +IMA -APPARMOR\n", 219},
+		{"systemd 239 (239-82.el8)\n", 239},
+		{"", -1},
+		{"systemd-run: unrecognized option\n", -1},
+	} {
+		v, err := parseSystemdVersion([]byte(tc.out))
+		if (tc.want < 0) != (err != nil) || (err == nil && v != tc.want) {
+			t.Errorf("%q: %d, %v; want %d", tc.out, v, err, tc.want)
+		}
+	}
+}
+
+// A oneshot started with `systemctl start` logs to the journal, not to us: a failed start
+// brings the unit's journal lines into the error (here a fake systemctl and journalctl).
+func TestUnitStartErrorCarriesTheUnitLog(t *testing.T) {
+	bin := t.TempDir()
+	write := func(name, script string) {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("systemctl", `echo "Job for $2 failed because the control process exited with error code." >&2; exit 1`+"\n")
+	write("journalctl", `echo "httpd has failed, please check the logs: /etc/apache2/logs/error_log ($*)"`+"\n")
+	t.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	_, err := ExecRunner{Timeout: 10 * time.Second}.Run(context.Background(), ViaUnit("stapling-agent-restart.service"))
+	var ce *CmdError
+	if !errors.As(err, &ce) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, want := range []string{"systemctl start stapling-agent-restart.service: exit status 1: Job for", "stapling-agent-restart.service logged:", "httpd has failed", "_SYSTEMD_UNIT=stapling-agent-restart.service --since"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
 	}
 }
 

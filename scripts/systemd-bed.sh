@@ -32,7 +32,10 @@
 #   /etc/cpanel/ea4/is_ea4, paths.conf; /etc/apache2/conf/httpd.conf (cPanel's global SSL
 #   block, the pre-VirtualHost include, one SSL vhost shop.test on 127.0.0.1:443);
 #   /etc/apache2/logs -> /var/log/apache2 (error_log)
-#   /usr/sbin/apachectl, /usr/sbin/httpd   Debian's apache2 on that config
+#   /usr/sbin/apachectl, /usr/sbin/httpd   Debian's apache2 on that config; httpd first sleeps
+#                         the seconds in /etc/stapling-bed/httpd-delay (a hung httpd for the
+#                         audit's timeout)
+#   /var/lib/node_exporter/textfile_collector  the audit timer's metrics go there
 #   httpd.service         as cPanel's: Type=forking, PIDFile, started and reloaded by apachectl;
 #                         Debian's apache2.service is masked
 #   /usr/local/cpanel/scripts/restartsrv_httpd  as cPanel's under systemd: `systemctl restart
@@ -256,7 +259,16 @@ EOF
   # apachectl, which reads apache2.conf).
   printf '#!/bin/sh\n# Stand-in for EA4'"'"'s apachectl (systemd bed).\nexec /usr/sbin/apache2 -d /etc/apache2 -f conf/httpd.conf "$@"\n' \
     >"$root/usr/sbin/apachectl"
-  cp "$root/usr/sbin/apachectl" "$root/usr/sbin/httpd"
+  # httpd, asked by the audit (-v, -l, -M, -S): the knob /etc/stapling-bed/httpd-delay makes it
+  # hang first (the audit timer's timeout test).
+  cat >"$root/usr/sbin/httpd" <<'EOF2'
+#!/bin/sh
+# Stand-in for EA4's httpd (systemd bed).
+sleep "$(cat /etc/stapling-bed/httpd-delay 2>/dev/null || echo 0)"
+exec /usr/sbin/apache2 -d /etc/apache2 -f conf/httpd.conf "$@"
+EOF2
+  # node_exporter's textfile directory, where the audit timer writes its metrics.
+  mkdir -p "$root/var/lib/node_exporter/textfile_collector"
 
   cat >"$root/usr/local/cpanel/scripts/restartsrv_httpd" <<EOF
 #!/bin/bash

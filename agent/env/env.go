@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -152,8 +153,20 @@ func (e *Env) Commands() apacheconf.Commands {
 }
 
 // NewLogger is zerolog to w: JSON, or the console writer when format is "console" or when
-// format is empty and w is a terminal.
+// format is empty and w is a terminal. With format empty and w the journal's stream (a
+// systemd unit's stderr: JOURNAL_STREAM), the same JSON lines go to journald natively, each
+// field a journal field too (journaldWriter); "log.format: json" keeps them plain on stderr.
 func NewLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
+	var send journalSend
+	if stderrIsJournal(w) {
+		send = journal.Send
+	}
+	return newLogger(w, level, format, send)
+}
+
+// newLogger is NewLogger with journald's send given when w is the journal's stream (nil when
+// it is not), so tests record what journald would get.
+func newLogger(w io.Writer, level, format string, send journalSend) (zerolog.Logger, error) {
 	lvl, err := zerolog.ParseLevel(strings.ToLower(level))
 	if err != nil || level == "" {
 		return zerolog.Nop(), fmt.Errorf("log level %q: use debug, info, warn or error", level)
@@ -161,14 +174,18 @@ func NewLogger(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if w == nil {
 		w = io.Discard
 	}
-	if format == "" {
+	auto := format == ""
+	if auto {
 		format = "json"
 		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			format = "console"
 		}
 	}
-	if format == "console" {
+	switch {
+	case format == "console":
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	case auto && send != nil:
+		w = journaldWriter{fallback: w, send: send}
 	}
 	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
 }
