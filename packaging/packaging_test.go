@@ -357,7 +357,8 @@ exit 2
 	b, _ := os.ReadFile("config.yaml")
 	os.WriteFile(cfg, b, 0o600)
 	cmd = exec.Command("ansible-playbook", "-i", inv, "ansible/enable.yml", "-e", "stapling_agent_enforce_hosts=host1",
-		"-e", "stapling_agent_config="+cfg, "-e", "stapling_agent_manage_service=false", "-e", "ansible_python_interpreter=/usr/bin/python3")
+		"-e", "stapling_agent_config="+cfg, "-e", "stapling_agent_manage_service=false", "-e", `{"stapling_agent_reload_argv": []}`,
+		"-e", "ansible_python_interpreter=/usr/bin/python3")
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("enable.yml: %v\n%s", err, out)
