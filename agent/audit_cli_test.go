@@ -69,7 +69,7 @@ func TestCLIAudit(t *testing.T) {
 
 	r = runAgent(t, nil, "--root", root, "audit", "--format", "nagios")
 	first := strings.SplitN(r.stdout, "\n", 2)[0]
-	if r.code != 2 || !regexp.MustCompile(`^STAPLING CRITICAL - [^|]+ \| failures=3;1;3;0; max_in_window=3;;;0;$`).MatchString(first) {
+	if r.code != 2 || !regexp.MustCompile(`^STAPLING CRITICAL - [^|]+ \| status=2;0;1;0;2 failures=3;;;0; max_in_window=3;;;0; after_remediation=0;;;0;$`).MatchString(first) {
 		t.Fatalf("nagios: %d %q", r.code, first)
 	}
 

@@ -113,7 +113,7 @@ func exitCode(err error) int {
 
 // Main runs the command line and returns the process exit code; main() passes it to os.Exit.
 func Main(args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{stdout: stdout, stderr: stderr, args: args}
 	root := newRootCmd(g)
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -134,6 +134,9 @@ type globals struct {
 	flags  env.Flags
 	stdout io.Writer
 	stderr io.Writer
+	// args is the command line as given: the audit finds --format nagios in it when a flag
+	// error stopped the parsing before that flag was read.
+	args []string
 }
 
 // env is the one setup path of every command.
@@ -150,9 +153,14 @@ restartsrv_httpd, and rolled back byte for byte if anything fails.
 
 Exit codes: 0 done or nothing to do; 1 failed (and rolled back); 2 refused (unknown layout,
 include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critical, 3 unknown.`,
+		Version:       AgentVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// -V/--version as the audit has it (the plugin guidelines' spelling), "stapling-agent
+	// VERSION" as the version command prints it.
+	root.Flags().BoolP("version", "V", false, "print the version")
+	root.SetVersionTemplate("stapling-agent {{.Version}}\n")
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.flags.Root, "root", "/", "directory every host path and command is resolved under")
 	pf.StringVar(&g.flags.ConfigFile, "config", "", "config file (default "+config.DefaultConfigFile+" under --root; optional)")
@@ -287,23 +295,44 @@ const auditMemoryLimit = 48 << 20
 
 func newAuditCmd(g *globals) *cobra.Command {
 	var (
-		since, timeout time.Duration
+		since          time.Duration
+		timeout        pluginTimeout
 		format, output string
 		withProbe      bool
 		noExec         bool
 	)
-	// Fleet tooling reads exit codes 0-2 as results; anything that prevents an audit is 3.
-	unknown := func(err error) error { return &exitError{code: ExitUnknown, err: err} }
+	// Fleet tooling reads exit codes 0-2 as results; anything that prevents an audit is 3,
+	// usage and flag errors included (a Nagios plugin's usage error is UNKNOWN, not the
+	// CRITICAL a 2 would page for). For Nagios the reason is also the one line on stdout,
+	// where the plugin's output goes (stderr stays for people).
+	unknown := func(err error) error {
+		if nagios, hint := auditWantsNagios(g.args); nagios {
+			_ = audit.RenderNagiosUnknown(g.stdout, err.Error()+hint)
+		}
+		return &exitError{code: ExitUnknown, err: err}
+	}
 	cmd := &cobra.Command{
-		Use:   "audit [--since D] [--format text|json|nagios|prometheus] [--output FILE]",
+		Use:   "audit [--since D] [--format text|json|nagios|prometheus] [--output FILE] [-t TIMEOUT]",
 		Short: "Report stapling failures, config and what the daemon would do; changes nothing",
 		Long: `audit reads error_log (the window --since back from now, into rotated files as needed),
 the Apache configuration and the pre-VirtualHost include, and asks the daemon's policy what it
 would decide now, on the same inputs. It never writes Apache files and never runs the config
 test, rebuild or restart.
 
-Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
-		Args: cobra.NoArgs,
+With --format nagios it is a Nagios plugin: the first line's perfdata is status (0 ok, 1
+warning, 2 critical; warn 0, crit 1, so its thresholds give the exit code; U when unknown) and
+the counts failures, max_in_window and after_remediation, for graphs, without thresholds (U
+when the error log could not be read). Usage and flag errors exit 3 with one "STAPLING
+UNKNOWN - reason" line on stdout. -t/--timeout takes seconds (-t 10) or a duration (8s).
+
+Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown (also for usage errors).`,
+		Version: AgentVersion(),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return unknown(fmt.Errorf("audit takes no arguments, not %q (flags start with --, e.g. --format nagios)", args[0]))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := audit.ParseFormat(format)
 			if err != nil {
@@ -320,7 +349,7 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 			ctx := cmd.Context()
 			if timeout > 0 {
 				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
+				ctx, cancel = context.WithTimeout(ctx, time.Duration(timeout))
 				defer cancel()
 			}
 			// A one-shot reading of a 20 MB config allocates far more than it keeps (about
@@ -359,9 +388,58 @@ Exit codes (Nagios): 0 ok, 1 warning, 2 critical, 3 unknown.`,
 	cmd.Flags().StringVar(&output, "output", "", "write the output to FILE atomically instead of stdout")
 	cmd.Flags().BoolVar(&withProbe, "probe", false, "also probe the SSL vhosts and OCSP responders now (see probe)")
 	cmd.Flags().BoolVar(&noExec, "no-exec", false, "do not ask httpd (-v, -l, -M, -S, and -t -D DUMP_CONFIG where mod_info is loaded); the report says what could not be checked")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give up (status unknown, exit 3) after this long; 0: no limit (SIGTERM always stops it within 2 s)")
+	cmd.Flags().VarP(&timeout, "timeout", "t", "give up (status unknown, exit 3) after this long: seconds (10) or a duration (8s); 0: no limit (SIGTERM always stops it within 2 s)")
+	cmd.Flags().BoolP("version", "V", false, "print the version and exit 0")
+	cmd.SetVersionTemplate("stapling-agent {{.Version}}\n")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
+}
+
+// auditWantsNagios says whether the audit's command line asks for Nagios output: the last
+// --format given is nagios (read here because a flag error stops the parsing before later
+// flags are read), or the value of --format is not a format at all (a typo in a Nagios
+// command definition; no other reader gets anything it can parse either way), or the one
+// argument is "nagios" (--format forgotten). hint is what to add to the reason then.
+func auditWantsNagios(args []string) (nagios bool, hint string) {
+	format := ""
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return format == string(audit.Nagios), ""
+		case a == "--format" && i+1 < len(args):
+			format = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--format="):
+			format = strings.TrimPrefix(a, "--format=")
+		case a == string(audit.Nagios) && i > 0 && args[i-1] == "audit" && format == "":
+			return true, "; did you mean --format nagios?"
+		}
+	}
+	if format == "" {
+		return false, ""
+	}
+	_, err := audit.ParseFormat(format)
+	return format == string(audit.Nagios) || err != nil, ""
+}
+
+// pluginTimeout is the audit's -t/--timeout: the plugin guidelines' whole seconds (-t 10), or
+// a Go duration (--timeout 8s, as the sudoers drop-in and the README's NRPE example pin it).
+type pluginTimeout time.Duration
+
+func (p *pluginTimeout) String() string { return time.Duration(*p).String() }
+func (p *pluginTimeout) Type() string   { return "duration" }
+func (p *pluginTimeout) Set(s string) error {
+	if n, err := strconv.ParseUint(s, 10, 31); err == nil {
+		*p = pluginTimeout(time.Duration(n) * time.Second)
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return fmt.Errorf("want seconds (10) or a duration (8s), not %q", s)
+	}
+	*p = pluginTimeout(d)
+	return nil
 }
 
 func newRunCmd(g *globals) *cobra.Command {

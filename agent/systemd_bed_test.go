@@ -234,7 +234,8 @@ func (b *bed) apacheProcs() []string {
 // enforce switches the installed config to enforce mode (the README's one-line switch).
 func (b *bed) enforce() {
 	b.t.Helper()
-	b.sh(`sed -i 's/^mode: dry-run/mode: enforce/' /etc/stapling-agent/config.yaml && grep -q '^mode: enforce' /etc/stapling-agent/config.yaml`)
+	// Enforce, and no fleet spread (up to 60 s before acting) in the tests.
+	b.sh(`sed -i 's/^mode: dry-run/mode: enforce/; s/^  spread: 60s/  spread: 0s/' /etc/stapling-agent/config.yaml && grep -q '^mode: enforce' /etc/stapling-agent/config.yaml && grep -q '^  spread: 0s' /etc/stapling-agent/config.yaml`)
 }
 
 // Issue 14, items 1, 3 and the good half of 4: the incident under a real systemd, and where
@@ -721,7 +722,7 @@ func TestBedReload(t *testing.T) {
 		return strings.Contains(b.journal("stapling-agent"), "config reload failed; keeping the old configuration")
 	})
 
-	b.sh(`sed -i 's/^  threshold: 0 /  threshold: 1 /; s/^mode: dry-run/mode: enforce/' ` + cfg)
+	b.sh(`sed -i 's/^  threshold: 0 /  threshold: 1 /; s/^mode: dry-run/mode: enforce/; s/^  spread: 60s/  spread: 0s/' ` + cfg)
 	b.sh("systemctl reload stapling-agent")
 	b.waitIn(10*time.Second, "the reloaded configuration", func() bool {
 		return strings.Contains(b.journal("stapling-agent"), "configuration reloaded")

@@ -162,6 +162,10 @@ type Report struct {
 		// Decision is what the daemon would decide now, and why.
 		Decision policy.Decision `json:"decision"`
 		Mode     policy.Mode     `json:"mode"`
+		// Paused: the pause file (policy.pause_file, PauseFile) exists, so the daemon decides
+		// and reports but never acts (decision paused where it would act).
+		Paused    bool   `json:"paused"`
+		PauseFile string `json:"pause_file,omitempty"`
 	} `json:"policy"`
 	Actions []Action `json:"actions"`
 	// Checks say which parts of the audit worked, like node_exporter's scrape_collector_success.
@@ -265,6 +269,9 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 	r.Stapling.MustStaple = []Override{}
 	r.Policy.Threshold, r.Policy.Window, r.Policy.Mode = cfg.Policy.Threshold, policy.ShortDuration(cfg.Policy.Window), cfg.Mode
 	r.Policy.Decision = policy.Decision{Kind: policy.None}
+	r.Policy.PauseFile = cfg.Policy.PauseFile
+	paused := cfg.Paused(e.Root)
+	r.Policy.Paused = paused != ""
 	r.Stapling.Effective = apacheconf.StaplingUnknown
 
 	check := func(name Check, err error) bool {
@@ -441,7 +448,7 @@ func Run(ctx context.Context, e *env.Env, o Options) *Report {
 		ask = remediate.AskFromHere
 	}
 	r.Policy.Decision = a.Decide(ctx, policy.Input{
-		Now: now, Mode: cfg.Mode, Params: cfg.Params(), Memory: memNow, Window: daemonView.ByKey(),
+		Now: now, Mode: cfg.Mode, Params: cfg.Params(), Memory: memNow, Window: daemonView.ByKey(), Paused: paused,
 	}, ask)
 	r.Policy.WouldAct = r.Policy.Decision.Kind == policy.Act || r.Policy.Decision.Kind == policy.DryRun
 	r.decide(o, a.Facts)
@@ -560,7 +567,7 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 	switch dec.Kind {
 	case policy.Act, policy.DryRun:
 		r.Actions = append(r.Actions, Action{Action: ActRemediate, Target: r.Layout.IncludeFile, WouldChange: true, Reason: dec.Reason})
-	case policy.Refused:
+	case policy.Refused, policy.Paused:
 		r.Actions = append(r.Actions, Action{Action: ActRemediate, Target: r.Layout.IncludeFile, WouldChange: false, Reason: dec.Reason})
 		if len(r.Stapling.MustStaple) > 0 {
 			warnings = append(warnings, "Must-Staple certificates block the automatic fix")
@@ -619,7 +626,7 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 	case policy.Act, policy.DryRun:
 		r.Status = Critical
 		sb.WriteString(": the daemon would turn it off")
-	case policy.Refused, policy.Cooldown, policy.MaxPerDay:
+	case policy.Refused, policy.Cooldown, policy.MaxPerDay, policy.Paused:
 		// An outage now, stapling on, and the daemon will not fix it: a person must.
 		r.Status = Critical
 		fmt.Fprintf(&sb, ": the daemon would not act (%s)", dec.Kind)
@@ -652,6 +659,10 @@ func (r *Report) decide(o Options, facts policy.Facts) {
 	}
 	for _, w := range warnings {
 		sb.WriteString("; " + w)
+	}
+	if r.Policy.Paused {
+		// Said whatever the decision, so a fleet's reports show which hosts are paused.
+		fmt.Fprintf(&sb, "; the daemon is paused: %s exists (it decides and reports, never acts)", r.Policy.PauseFile)
 	}
 	if n := len(r.Stapling.Exempted); n > 0 {
 		fmt.Fprintf(&sb, "; stapling kept on for %d Must-Staple vhost%s by stapling-agent's exemption (%s)", n, plural(n), strings.Join(r.Stapling.Exempted, ", "))

@@ -66,8 +66,7 @@ func Render(w io.Writer, r *Report, format Format) error {
 // reasons and errors carry text from error_log and certificates.
 func renderNagios(w io.Writer, r *Report) error {
 	f := r.Failures
-	fmt.Fprintf(w, "STAPLING %s - %s | failures=%d;1;%d;0; max_in_window=%d;;;0;\n",
-		strings.ToUpper(string(r.Status)), nagiosText(prose(r.Summary)), f.Total, r.Policy.Threshold, f.MaxInWindow)
+	fmt.Fprintf(w, "STAPLING %s - %s | %s\n", strings.ToUpper(string(r.Status)), nagiosText(prose(r.Summary)), nagiosPerfdata(r))
 	line := func(format string, args ...any) {
 		fmt.Fprintln(w, nagiosText(fmt.Sprintf(format, args...)))
 	}
@@ -95,6 +94,8 @@ func renderNagios(w io.Writer, r *Report) error {
 	}
 	if f.Total > 0 {
 		line("failures by cause: %s; by responder: %s", counts(f.ByCause, len(f.ByCause)), counts(f.ByResponder, maxListed))
+		// The policy threshold is here, not in the perfdata (see nagiosPerfdata).
+		line("policy: threshold %d failures within %s; the daemon would decide %s", r.Policy.Threshold, name(r.Policy.Window), r.Policy.Decision.Kind)
 	}
 	for _, a := range r.Actions {
 		line("action: %s %s: %s", a.Action, path(a.Target), prose(a.Reason))
@@ -105,6 +106,58 @@ func renderNagios(w io.Writer, r *Report) error {
 		}
 	}
 	return nil
+}
+
+// nagiosPerfdata is the first line's perfdata, 'label'=value[UOM];warn;crit;min;max (the
+// plugin guidelines, FACTS.md section 9). Only status carries thresholds, and they give the
+// plugin's own state: warn 0 and crit 1 (ranges 0:0 and 0:1, so 1 is WARNING and 2
+// CRITICAL), U when the state is UNKNOWN, so a reader that computes the state from the
+// thresholds gets the exit code. The counts carry none, because the state is not a function of
+// any one of them: the same max_in_window is CRITICAL with stapling on and the daemon unable
+// to act, OK on a host our block already fixed, and WARNING when the responders answer now;
+// one failure is WARNING with stapling on and OK with it off. Thresholds on them would
+// contradict the exit code (issue 15), so they are for graphs: min 0, no warn, crit or max.
+// A count is U when the error log was not read to the end (unreadable, out of time, or the
+// audit stopped before it): 0 would claim a clean log.
+func nagiosPerfdata(r *Report) string {
+	status := "U"
+	if r.Status != Unknown {
+		status = fmt.Sprint(r.Status.Code())
+	}
+	count := func(n int) string {
+		if !r.logRead() {
+			return "U"
+		}
+		return fmt.Sprint(n)
+	}
+	f := r.Failures
+	return fmt.Sprintf("status=%s;0;1;0;2 failures=%s;;;0; max_in_window=%s;;;0; after_remediation=%s;;;0;",
+		status, count(f.Total), count(f.MaxInWindow), count(f.AfterRemediation))
+}
+
+// logRead: the error log was read to the end, so the failure counts are the log's. The audit
+// records the error_log check only once it reads the log (an unknown layout, a config Apache
+// disagrees with or no error log path stop it before), and records it failed when the reading
+// did (unreadable, --timeout, a signal).
+func (r *Report) logRead() bool {
+	read := false
+	for _, c := range r.Checks {
+		if c.Name == CheckErrorLog {
+			if c.Status != "ok" {
+				return false
+			}
+			read = true
+		}
+	}
+	return read
+}
+
+// RenderNagiosUnknown is the plugin's answer when it cannot audit at all (a usage or flag
+// error, a bad --root): one UNKNOWN line for exit code 3, the plugin guidelines' "usage
+// errors are UNKNOWN" (FACTS.md section 16), without perfdata: nothing was measured.
+func RenderNagiosUnknown(w io.Writer, reason string) error {
+	_, err := fmt.Fprintf(w, "STAPLING UNKNOWN - %s\n", nagiosText(prose(reason)))
+	return err
 }
 
 // nagiosText is text for a Nagios line: one line, no "|" (which would start perfdata).
@@ -126,6 +179,9 @@ func renderPrometheus(w io.Writer, r *Report) error {
 	fmt.Fprintf(w, "stapling_agent_audit_status %d\n", r.Status.Code())
 	metric("audit_timestamp_seconds", "When the audit ran.", "gauge")
 	fmt.Fprintf(w, "stapling_agent_audit_timestamp_seconds %d\n", r.GeneratedAt.Unix())
+	// The name the alerting rules' "stale audit" uses: time() minus it is the audit's age.
+	metric("last_audit_timestamp_seconds", "When the last audit ran (Unix time), for staleness alerts.", "gauge")
+	fmt.Fprintf(w, "stapling_agent_last_audit_timestamp_seconds %d\n", r.GeneratedAt.Unix())
 	metric("audit_window_seconds", "Length of the audited window.", "gauge")
 	fmt.Fprintf(w, "stapling_agent_audit_window_seconds %g\n", r.Window.Until.Sub(r.Window.Since).Seconds())
 	metric("info", "Agent version and host layout.", "gauge")

@@ -131,7 +131,7 @@ func TestRenderNagiosHostile(t *testing.T) {
 	out := render(t, hostileReport(), Nagios)
 	assertTerminalSafe(t, out)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
-	first := regexp.MustCompile(`^STAPLING (OK|WARNING|CRITICAL|UNKNOWN) - [^|]* \| failures=[0-9]+;1;[0-9]+;0; max_in_window=[0-9]+;;;0;$`)
+	first := regexp.MustCompile(`^STAPLING (OK|WARNING|CRITICAL|UNKNOWN) - [^|]* \| status=([0-2]|U);0;1;0;2 failures=([0-9]+|U);;;0; max_in_window=([0-9]+|U);;;0; after_remediation=([0-9]+|U);;;0;$`)
 	if !first.MatchString(lines[0]) {
 		t.Errorf("first line %q does not match %s", lines[0], first)
 	}

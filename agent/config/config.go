@@ -19,14 +19,36 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/stapling-agent/stapling-agent/agent/policy"
+	"github.com/stapling-agent/stapling-agent/apacheconf"
 )
 
-// DefaultConfigFile and DefaultStateDir are host paths, resolved under --root.
+// DefaultConfigFile, DefaultStateDir, DefaultPauseFile and DefaultTextfileDir are host paths,
+// resolved under --root.
 const (
 	DefaultConfigFile = "/etc/stapling-agent/config.yaml"
 	DefaultStateDir   = "/var/lib/stapling-agent"
-	envPrefix         = "STAPLING_AGENT"
+	DefaultPauseFile  = "/etc/stapling-agent/pause"
+	// DefaultTextfileDir is where Debian's and the upstream packages' node_exporter read
+	// textfiles from by convention; node_exporter has no standard one (FACTS.md section 9).
+	DefaultTextfileDir = "/var/lib/node_exporter/textfile_collector"
+	envPrefix          = "STAPLING_AGENT"
 )
+
+// DefaultAutoRevertAfter is policy.auto_revert_after's default: a day. Stapling off costs
+// little (browsers soft-fail or do not ask OCSP at all; Must-Staple vhosts stay exempt), while
+// reverting into a responder that still fails now and then brings back the stall on every
+// handshake and costs two Apache restarts. The daemon reverts only after every responder has
+// answered correctly when asked from this host (every AutoRevertEvery, 288 checks in a day)
+// with no failure logged meanwhile, so a day of clean answers rides out a CA's partial
+// recovery and a full daily traffic cycle, reverts at most once a day (matching
+// policy.max_per_day's period), and stapling never stays off forever after an outage.
+const DefaultAutoRevertAfter = 24 * time.Hour
+
+// DefaultSpread is policy.spread's default: a fleet that sees one CA's outage in the same
+// minute restarts its Apaches over a minute instead of in the same second, which delays the
+// fix by 30 s on average against an outage that stalls every handshake for the responder
+// timeout.
+const DefaultSpread = 60 * time.Second
 
 // Config is the agent's configuration. Every key has a default (so viper reads it from the
 // environment too: FACTS.md section 7, Unmarshal ignores env vars for keys without one).
@@ -43,8 +65,16 @@ type Config struct {
 		Cooldown  time.Duration `mapstructure:"cooldown"`
 		MaxPerDay int           `mapstructure:"max_per_day"`
 		// AutoRevertAfter: while stapling is off by our hand, revert once every responder
-		// has answered correctly for this long. 0 (the default) never reverts.
+		// has answered correctly for this long. 0 never reverts; see DefaultAutoRevertAfter.
 		AutoRevertAfter time.Duration `mapstructure:"auto_revert_after"`
+		// Spread: after deciding to remediate, wait a random delay of up to this long, then
+		// decide again, so a fleet hit by one CA outage does not restart every Apache in the
+		// same second. 0 acts at once.
+		Spread time.Duration `mapstructure:"spread"`
+		// PauseFile (a host path, "" for none): while it exists the daemon decides and reports
+		// but never changes anything (decision paused). Fleet tooling drops it to stop a
+		// fleet at once.
+		PauseFile string `mapstructure:"pause_file"`
 		// Blast radius (policy.Params): failing responders that serve under this share of the
 		// SSL vhosts, or only one account's while others have SSL vhosts, are reported
 		// (decision scoped_out), not fixed by turning stapling off for everyone.
@@ -55,6 +85,12 @@ type Config struct {
 		// stapling on for them alone) or veto the remediation for the whole server.
 		MustStaple MustStaple `mapstructure:"must_staple"`
 	} `mapstructure:"policy"`
+	Metrics struct {
+		// TextfileDir is node_exporter's textfile collector directory (a host path): the
+		// daemon writes its counters there as DaemonTextfile. "" writes none; a directory
+		// that does not exist (node_exporter not installed) is not created.
+		TextfileDir string `mapstructure:"textfile_dir"`
+	} `mapstructure:"metrics"`
 	Commands struct {
 		Timeout    time.Duration `mapstructure:"timeout"`
 		ConfigTest []string      `mapstructure:"configtest"` // empty: <apachectl> -t
@@ -86,7 +122,10 @@ var defaults = map[string]any{
 	"policy.window":                   10 * time.Minute,
 	"policy.cooldown":                 time.Hour,
 	"policy.max_per_day":              3,
-	"policy.auto_revert_after":        time.Duration(0),
+	"policy.auto_revert_after":        DefaultAutoRevertAfter,
+	"policy.spread":                   DefaultSpread,
+	"policy.pause_file":               DefaultPauseFile,
+	"metrics.textfile_dir":            DefaultTextfileDir,
 	"policy.scope_out_share":          0.05,
 	"policy.scope_out_single_account": true,
 	"policy.must_staple":              string(MustStapleExempt),
@@ -181,6 +220,12 @@ func (c *Config) validate() error {
 		return fmt.Errorf("policy.scope_out_share must be between 0 and 1, not %g", c.Policy.ScopeOutShare)
 	case c.Policy.AutoRevertAfter < 0:
 		return fmt.Errorf("policy.auto_revert_after must not be negative, not %s", c.Policy.AutoRevertAfter)
+	case c.Policy.Spread < 0:
+		return fmt.Errorf("policy.spread must not be negative, not %s", c.Policy.Spread)
+	case c.Policy.PauseFile != "" && !strings.HasPrefix(c.Policy.PauseFile, "/"):
+		return fmt.Errorf("policy.pause_file must be an absolute path or empty, not %q", c.Policy.PauseFile)
+	case c.Metrics.TextfileDir != "" && !strings.HasPrefix(c.Metrics.TextfileDir, "/"):
+		return fmt.Errorf("metrics.textfile_dir must be an absolute path or empty, not %q", c.Metrics.TextfileDir)
 	case c.Policy.MustStaple != MustStapleExempt && c.Policy.MustStaple != MustStapleVeto:
 		return fmt.Errorf("policy.must_staple must be exempt or veto, not %q", c.Policy.MustStaple)
 	case c.Commands.Timeout <= 0:
@@ -230,4 +275,20 @@ func unwrapPath(err error) error {
 func (c *Config) Params() policy.Params {
 	return policy.Params{Threshold: c.Policy.Threshold, Window: c.Policy.Window, Cooldown: c.Policy.Cooldown, MaxPerDay: c.Policy.MaxPerDay,
 		ScopeOutShare: c.Policy.ScopeOutShare, ScopeOutSingleAccount: c.Policy.ScopeOutSingleAccount}
+}
+
+// Paused is the pause file as configured (policy.pause_file) when it exists under root, ""
+// when it does not or none is configured: while fleet tooling keeps it there, the daemon
+// decides and reports but never acts, and the audit says so. Any kind of file counts, and
+// so does one that cannot be looked at (a stat error other than "does not exist"): when in
+// doubt about a stop sign, stop.
+func (c *Config) Paused(root string) string {
+	if c.Policy.PauseFile == "" {
+		return ""
+	}
+	_, err := os.Lstat(apacheconf.HostPath(root, c.Policy.PauseFile))
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return ""
+	}
+	return c.Policy.PauseFile
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stapling-agent/stapling-agent/agent/audit"
+	"github.com/stapling-agent/stapling-agent/agent/config"
 	"github.com/stapling-agent/stapling-agent/agent/internal/fakehost"
 	"github.com/stapling-agent/stapling-agent/agent/policy"
 	"github.com/stapling-agent/stapling-agent/agent/state"
@@ -39,6 +40,7 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 		httpd   string
 		dones   []time.Duration // our remediations, this long ago
 		answers bool            // the responder answers when asked from this host
+		paused  bool            // the fleet's pause file exists
 		want    policy.Kind
 	}{
 		{name: "quiet", log: failures(0, 0), want: policy.None},
@@ -57,6 +59,10 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 		{name: "Must-Staple: refused", log: failures(3, 5*time.Minute), httpd: fakehost.WiredHTTPD +
 			"<VirtualHost *:443>\nServerName ms.example\nSSLEngine on\nSSLCertificateFile /etc/apache2/ssl/ms.combined\n</VirtualHost>\n",
 			want: policy.Refused},
+		{name: "outage, paused", log: failures(3, 5*time.Minute), paused: true, want: policy.Paused},
+		{name: "outage, dry-run, paused", mode: policy.DryRunMode, log: failures(3, 5*time.Minute), paused: true, want: policy.Paused},
+		{name: "paused, the log lies", log: failures(5, 5*time.Minute), answers: true, paused: true, want: policy.NotCorroborated},
+		{name: "paused, quiet", log: failures(0, 0), paused: true, want: policy.None},
 		{name: "include off but not wired: act (the rebuild)", log: failures(3, 5*time.Minute), include: "SSLUseStapling off\n",
 			httpd: strings.Replace(fakehost.WiredHTTPD, "Include \"/etc/apache2/conf.d/includes/pre_virtualhost_global.conf\"\n", "", 1), want: policy.Act},
 	}
@@ -76,6 +82,9 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 			if c.httpd != "" {
 				fakehost.Write(t, r.Root, fakehost.EA4HTTPD, c.httpd)
 				fakehost.Write(t, r.Root, "/etc/apache2/ssl/ms.combined", mustStapleCert(t))
+			}
+			if c.paused {
+				fakehost.Write(t, r.Root, config.DefaultPauseFile, "")
 			}
 			for _, ago := range c.dones {
 				r.env.State.Ensure()
@@ -101,6 +110,9 @@ func TestDaemonAndAuditAgree(t *testing.T) {
 			}
 			if wouldAct := c.want == policy.Act || c.want == policy.DryRun; rep.Policy.WouldAct != wouldAct {
 				t.Fatalf("audit would_act %v", rep.Policy.WouldAct)
+			}
+			if rep.Policy.Paused != c.paused || (c.paused && !strings.Contains(rep.Summary, "the daemon is paused: /etc/stapling-agent/pause exists")) {
+				t.Fatalf("audit paused %v, summary %q", rep.Policy.Paused, rep.Summary)
 			}
 		})
 	}

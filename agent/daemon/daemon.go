@@ -2,13 +2,17 @@
 // counts, and hands every decision to one worker. The loop keeps the promises made to systemd
 // (WATCHDOG=1 while it reads) and never waits on a remediation, a probe or a command; the
 // worker asks policy.Decide, logs the decision and, when it says so, runs the same
-// remediation `remediate` runs, one at a time.
+// remediation `remediate` runs, one at a time. A decision to act first waits a random delay
+// (policy.spread) on the loop's timer, with the worker free, and is then made again; while the
+// fleet's pause file exists nothing is changed. The loop also keeps monotonic counters in
+// node_exporter's textfile directory (metrics.go).
 package daemon
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +85,10 @@ type Daemon struct {
 	Probe func(ctx context.Context, l *apacheconf.Layout) []probe.ResponderResult
 	// Ask asks one responder from this host (corroboration); tests replace it.
 	Ask remediate.Asker
+	// Spread (policy.spread): Rand picks the delay before acting, up to its argument; After
+	// is the timer the loop waits on meanwhile. Tests replace both.
+	Rand  func(max time.Duration) time.Duration
+	After func(time.Duration) <-chan time.Time
 
 	// The loop's own state.
 	follow      *logwatch.Follower
@@ -100,6 +108,12 @@ type Daemon struct {
 	suppressed  int
 	skewLogged  time.Time
 	errorLogged time.Time
+	// An Act decision waiting out its spread delay: the worker is free meanwhile, and the
+	// decision is made again when spreadC fires (newer failures wait for that).
+	spreadC    <-chan time.Time
+	spreadJob  job
+	metricsAt  time.Time // last metrics write
+	metricsErr string    // last metrics problem logged
 
 	// The worker's own state.
 	mem          policy.Memory
@@ -117,6 +131,7 @@ type Daemon struct {
 	Readings atomic.Int64 // times the host facts were read anew (the config walked)
 	mu       sync.Mutex
 	decided  []policy.Kind
+	counters *counters // for Prometheus (metrics.go)
 }
 
 // job is one thing for the worker: a decision, finishing an interrupted remediation, or an
@@ -133,6 +148,9 @@ type job struct {
 	dryRun      bool
 	lastFailure time.Time
 	revert      bool // FinishInterrupted: the interrupted change was a revert (auto-revert)
+	// Act after its spread delay: decide again, and act without another delay.
+	recheck bool
+	delay   time.Duration
 }
 
 // result is what the worker tells the loop.
@@ -140,6 +158,9 @@ type result struct {
 	acted bool      // a remediation ran and succeeded: the window starts again
 	at    time.Time // when
 	facts *policy.Facts
+	// wait: an Act decision to make again after this delay (policy.spread), for job.
+	wait time.Duration
+	job  job
 }
 
 // New builds the daemon for e. reload builds a new environment on SIGHUP.
@@ -160,8 +181,11 @@ func New(e *env.Env, dryRun bool, reload func() (*env.Env, error)) (*Daemon, err
 		reports:  map[policy.Kind]time.Time{},
 		answered: map[string]time.Time{},
 		Ask:      remediate.AskFromHere,
+		Rand:     randomDelay,
+		After:    time.After,
 		jobs:     make(chan job, 1),
 		results:  make(chan result, 1),
+		counters: newCounters(),
 	}
 	l := askApache(e)
 	if d.rem, err = remediate.New(e, logLines{e.Log}); err != nil {
@@ -242,7 +266,11 @@ func (d *Daemon) Run(ctx context.Context, t Ticks, hup <-chan os.Signal) error {
 	lastPolls := int64(-1)
 	for {
 		if d.stopping && !d.busy {
+			if d.spreadC != nil {
+				d.env.Log.Warn().Str("delay", policy.ShortDuration(d.spreadJob.delay)).Msg("stopping during the spread delay (policy.spread): not acting")
+			}
 			d.follow.Close()
+			d.writeMetrics(d.env.Now())
 			d.env.Log.Info().Int64("lines", d.follow.Lines.Load()).Int64("failures", d.Failures.Load()).
 				Int64("rotations", d.follow.Rotations.Load()).Int64("truncations", d.follow.Truncations.Load()).
 				Int64("skipped_lines", d.follow.Skipped.Load()).Msg("stopped")
@@ -264,6 +292,8 @@ func (d *Daemon) Run(ctx context.Context, t Ticks, hup <-chan os.Signal) error {
 			d.poll()
 		case <-t.Wake:
 			d.poll()
+		case <-d.spreadC:
+			d.spreadDue()
 		case <-t.Refresh:
 			if !d.busy && !d.stopping {
 				d.send(job{kind: refresh})
@@ -301,6 +331,9 @@ func (d *Daemon) begin(ctx context.Context) {
 	d.mem = state.Memory(entries, e.Layout.Include, d.start)
 	d.memDir = e.State.Dir
 	d.cutoff = d.mem.Cutoff
+	if err := d.counters.load(e.State.Dir); err != nil {
+		e.Log.Warn().Err(err).Msg("counters of the previous run unreadable; starting from zero (Prometheus sees a reset)")
+	}
 	// The served responders, to attribute failures from the first line on.
 	d.known = d.facts.get(e.Layout, d.start).Facts
 	if d.mode(e, d.dryRun) == policy.Enforce {
@@ -310,12 +343,15 @@ func (d *Daemon) begin(ctx context.Context) {
 		}
 	}
 	from := d.start.Add(-e.Config.Policy.Window)
-	replay := func(ev logwatch.Event) { d.handle(ev, ev.Time) }
+	replay := func(ev logwatch.Event) { d.handle(ev, ev.Time, false) }
 	if _, err := logwatch.ScanHistoryFormat(ctx, d.follow.Path, d.format, from, d.start, replay); err != nil {
 		d.followError(fmt.Errorf("replay history: %w", err))
 	}
 	e.Log.Info().Str("error_log", d.logPath).Str("mode", string(d.mode(e, d.dryRun))).Int("threshold", e.Config.Policy.Threshold).
-		Str("window", policy.ShortDuration(e.Config.Policy.Window)).Int64("failures_replayed", d.Failures.Load()).Msg("following error_log")
+		Str("window", policy.ShortDuration(e.Config.Policy.Window)).Int64("failures_replayed", d.Failures.Load()).
+		Str("spread", policy.ShortDuration(e.Config.Policy.Spread)).Str("pause_file", e.Config.Policy.PauseFile).
+		Str("textfile_dir", e.Config.Metrics.TextfileDir).Msg("following error_log")
+	d.writeMetrics(e.Now())
 }
 
 // poll reads what the log gained since the last poll.
@@ -335,19 +371,29 @@ func (d *Daemon) poll() {
 		if ev.Time.Before(d.start) {
 			return // replayed already
 		}
-		d.handle(ev, arrival)
+		d.handle(ev, arrival, true)
 	})
 	d.dispatch()
+	if now := d.env.Now(); now.Sub(d.metricsAt) >= MetricsEvery || now.Before(d.metricsAt) {
+		d.writeMetrics(now)
+	}
 }
 
 // handle counts a failure at `at`: its arrival by our clock for live lines, the line's own
-// time for the start-up replay (which reads only the last policy window of history).
-func (d *Daemon) handle(ev logwatch.Event, at time.Time) {
+// time for the start-up replay (which reads only the last policy window of history). Live
+// failures are also counted for Prometheus (the replayed ones were, by the run that read them).
+func (d *Daemon) handle(ev logwatch.Event, at time.Time, live bool) {
 	f, ok := d.corr.Add(ev)
-	if !ok || !at.After(d.cutoff) {
+	if !ok {
 		return
 	}
 	key, served := d.known.Attribute(f.Responder)
+	if live {
+		d.counters.failure(string(f.Cause), key, served)
+	}
+	if !at.After(d.cutoff) {
+		return
+	}
 	if !served {
 		// Names a responder no served certificate uses: a tenant's certificate, or a forged
 		// line. Reported, never counted.
@@ -388,12 +434,31 @@ func (d *Daemon) finished(r result) {
 		d.counter.Reset()
 		d.want = nil
 	}
+	if r.wait > 0 {
+		d.spreadC, d.spreadJob = d.After(r.wait), r.job
+		d.spreadJob.delay = r.wait
+	}
 	d.dispatch()
 }
 
-// dispatch hands the newest pending decision to the worker when it is idle.
+// spreadDue: the spread delay is over; the decision is made again on the failures counted
+// now (newer ones included, expired ones gone), with the facts, the pause and the responders'
+// answers of now.
+func (d *Daemon) spreadDue() {
+	d.spreadC = nil
+	j := d.spreadJob
+	if d.want != nil {
+		j.failure = d.want.failure
+	}
+	j.recheck, j.n = true, d.counter.Len()
+	d.want = &j
+	d.dispatch()
+}
+
+// dispatch hands the newest pending decision to the worker when it is idle. While a decision
+// waits out its spread delay, newer failures wait for it: it is made again on them.
 func (d *Daemon) dispatch() {
-	if d.want == nil || d.busy || d.stopping {
+	if d.want == nil || d.busy || d.stopping || d.spreadC != nil {
 		return
 	}
 	j := *d.want
@@ -481,11 +546,16 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 	ctx = context.WithoutCancel(ctx)
 	switch j.kind {
 	case policy.FinishInterrupted:
+		// Not held back by the fleet's pause: the include is written already, and leaving it
+		// unapplied would let the next restart by anyone (cPanel's own) apply it unchecked.
 		if j.revert {
 			// An auto-revert killed partway is finished as a revert, not redone as a
 			// remediation (that would restart Apache to turn stapling off again).
 			_, err := j.rem.Revert(ctx, false)
 			d.facts.invalidate()
+			if err == nil {
+				d.counters.revert()
+			}
 			d.log(j, policy.Decision{Kind: policy.FinishInterrupted, Reason: "a revert was interrupted; finishing it"}, err)
 			return result{}
 		}
@@ -501,10 +571,31 @@ func (d *Daemon) do(ctx context.Context, j job) result {
 	a := d.facts.get(e.Layout, now)
 	dec := a.Decide(ctx, policy.Input{
 		Now: now, Mode: d.mode(e, j.dryRun), Params: e.Config.Params(), Window: j.window, Foreign: j.foreign, Memory: d.mem,
+		Paused: e.Config.Paused(e.Root),
 	}, d.ask)
 	res := result{facts: &a.Facts}
+	if j.recheck && dec.Kind != policy.Act {
+		// The spread delay changed the answer (the outage is over, someone fixed it, a pause
+		// came): said once, whatever the report throttle, since a decision to act was logged.
+		dec.Reason = fmt.Sprintf("decided again after the spread delay (%s): %s", policy.ShortDuration(j.delay), dec.Reason)
+		if dec.Kind == policy.DryRun {
+			d.mem.LastAct = now
+		}
+		d.reports[dec.Kind] = now
+		d.log(j, dec, nil)
+		return res
+	}
 	switch dec.Kind {
 	case policy.Act:
+		if spread := e.Config.Policy.Spread; spread > 0 && !j.recheck {
+			if delay := d.Rand(spread); delay > 0 {
+				e.Log.Info().Str("delay", policy.ShortDuration(delay)).Str("spread", policy.ShortDuration(spread)).
+					Time("act_at", now.Add(delay)).Int("failures_in_window", j.n).Str("detail", dec.Reason).
+					Msg("outage confirmed; waiting a random delay (policy.spread) so the fleet does not restart together, then deciding again")
+				res.wait, res.job = delay, j
+				return res
+			}
+		}
 		r := d.remediate(ctx, j, dec, a)
 		r.facts = res.facts
 		return r
@@ -556,6 +647,7 @@ func (d *Daemon) remediate(ctx context.Context, j job, dec policy.Decision, a *r
 	}
 	d.mem.LastAct = now
 	d.mem.Acts = append(d.mem.Acts, now)
+	d.counters.remediation(err)
 	d.log(j, dec, err)
 	return result{acted: err == nil, at: now}
 }
@@ -590,8 +682,21 @@ func (d *Daemon) checkAutoRevert(ctx context.Context, j job) {
 	if now.Sub(d.healthySince) < after {
 		return
 	}
+	if p := e.Config.Paused(e.Root); p != "" {
+		// Reverting restarts Apache too. The healthy period goes on: the revert follows at
+		// the first check after the pause is lifted.
+		if t, ok := d.reports[policy.Paused]; !ok || now.Sub(t) >= e.Config.Policy.Cooldown {
+			d.reports[policy.Paused] = now
+			d.log(j, policy.Decision{Kind: policy.Paused, Reason: fmt.Sprintf("the responders have answered correctly since %s (policy.auto_revert_after %s), but paused: %s exists (fleet-wide pause), so stapling stays off until it is removed",
+				d.healthySince.UTC().Format(time.RFC3339), policy.ShortDuration(after), p)}, nil)
+		}
+		return
+	}
 	_, err = j.rem.Revert(ctx, false)
 	d.facts.invalidate()
+	if err == nil {
+		d.counters.revert()
+	}
 	d.log(j, policy.Decision{Kind: policy.AutoRevert, Reason: fmt.Sprintf("the responders have answered correctly since %s (policy.auto_revert_after %s)",
 		d.healthySince.UTC().Format(time.RFC3339), policy.ShortDuration(after))}, err)
 	d.healthySince = time.Time{}
@@ -602,6 +707,7 @@ func (d *Daemon) log(j job, dec policy.Decision, err error) {
 	d.mu.Lock()
 	d.decided = append(d.decided, dec.Kind)
 	d.mu.Unlock()
+	d.counters.decision(dec.Kind)
 	e := j.env
 	ev := e.Log.Warn()
 	result := "ok"
@@ -616,6 +722,9 @@ func (d *Daemon) log(j job, dec policy.Decision, err error) {
 		ev = ev.Strs("affected_responders", dec.Affected.Responders).Int("affected_vhosts", len(dec.Affected.VHosts)).
 			Int("ssl_vhosts", dec.Affected.SSLVHosts).Strs("affected_accounts", dec.Affected.Accounts)
 	}
+	if j.recheck {
+		ev = ev.Str("spread_delay", policy.ShortDuration(j.delay))
+	}
 	if dec.Checked != nil {
 		var checked []string
 		for _, c := range dec.Checked.Responders {
@@ -624,6 +733,11 @@ func (d *Daemon) log(j job, dec policy.Decision, err error) {
 		ev = ev.Strs("checked", checked)
 	}
 	ev.Msg("decision")
+}
+
+// randomDelay is uniform in [0, max], in whole milliseconds.
+func randomDelay(max time.Duration) time.Duration {
+	return time.Duration(rand.Int64N(max.Milliseconds()+1)) * time.Millisecond
 }
 
 // merge is what two memories remember together.

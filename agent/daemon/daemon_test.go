@@ -46,6 +46,8 @@ func newRig(t *testing.T, mode policy.Mode, prelog string, mutate func(*config.C
 	r.reopen()
 	r.env = h.Env(t, func(c *config.Config) {
 		c.Mode = mode
+		// Act at once unless a test spreads: the spread tests set it and drive the delay.
+		c.Policy.Spread = 0
 		if mutate != nil {
 			mutate(c)
 		}

@@ -162,6 +162,7 @@ func TestRunReloadRebuildsEverything(t *testing.T) {
 	var logs syncBuffer
 	next := r.Host.Env(t, func(c *config.Config) {
 		c.Mode = policy.Enforce
+		c.Policy.Spread = 0
 		c.Policy.Threshold = 1
 		c.Policy.Window = time.Minute
 		c.StateDir = "/var/lib/other-state"

@@ -36,11 +36,19 @@ const (
 	// NotClientFacing: NGINX, LiteSpeed or another server answers on the HTTPS port, not
 	// Apache; its failures come from clients reaching Apache's backend port directly.
 	NotClientFacing Kind = "not_client_facing"
+	// Paused: the daemon would act (or, in dry-run, say it would), but the pause file fleet
+	// tooling drops (policy.pause_file) exists.
+	Paused Kind = "paused"
 
 	// Made by the daemon outside Decide, logged with the same field.
 	FinishInterrupted Kind = "finish_interrupted" // a remediation a crash interrupted, finished at start
 	AutoRevert        Kind = "auto_revert"        // policy.auto_revert_after: the responders are healthy again
 )
+
+// Kinds are the final decisions the daemon logs (Corroborate is a step, not one), in the
+// order the README lists them: a closed set, so each can be a metric label from the start.
+var Kinds = []Kind{None, Act, DryRun, Cooldown, MaxPerDay, NotEffective, Refused, NotCorroborated, ScopedOut,
+	NotClientFacing, Paused, FinishInterrupted, AutoRevert}
 
 // Mode is the daemon's mode.
 type Mode string
@@ -205,6 +213,10 @@ type Input struct {
 	Facts   Facts
 	// Check is the corroboration, nil until Decide asked for it.
 	Check *Check
+	// Paused is the pause file (policy.pause_file) when it exists, "" otherwise: Decide
+	// then says Paused where it would say Act or DryRun. It is an input, not a fact of
+	// Apache's config, and read fresh for every decision, so the pause takes effect at once.
+	Paused string
 }
 
 // Failures is the number of failures that count.
@@ -241,7 +253,8 @@ type Affected struct {
 // is it an outage of a responder this host's certificates use; would a change have any effect;
 // can it be made safely; may we act again this soon; is the outage real when we ask the
 // responders ourselves (nothing in error_log is proof: a tenant can write any line); does it
-// concern enough of the server to turn stapling off for all of it; and are we allowed to act.
+// concern enough of the server to turn stapling off for all of it; has the fleet paused us; and
+// are we allowed to act.
 // "Fix not effective" and refusals come before the cooldown, so they are reported even while
 // the daemon is cooling down; the network check comes after the cheap ones.
 func Decide(in Input) Decision {
@@ -307,6 +320,12 @@ func Decide(in Input) Decision {
 	}
 	confirmed := fmt.Sprintf("%s; %s fail%s from this host too (%d of %d SSL vhosts depend on %s)", outage, list(aff.Responders),
 		map[bool]string{true: "", false: "s"}[len(aff.Responders) != 1], len(aff.VHosts), aff.SSLVHosts, map[bool]string{true: "it", false: "them"}[len(aff.Responders) == 1])
+	if in.Paused != "" {
+		// After the corroboration and the blast radius: the report says what the daemon
+		// would do once the pause is lifted, not merely that failures were logged.
+		d.Kind, d.Reason = Paused, confirmed+"; but paused: "+in.Paused+" exists (fleet-wide pause), so nothing is changed until it is removed"
+		return d
+	}
 	if in.Mode == DryRunMode {
 		d.Kind, d.Reason = DryRun, confirmed+"; would remediate: turn stapling off in "+f.Include
 		return d

@@ -187,3 +187,61 @@ func TestMemoryCounts(t *testing.T) {
 		t.Fatal("Counts: failures at or before the cutoff must not count, later ones must")
 	}
 }
+
+// The fleet-wide pause replaces only acting: in enforce and dry-run mode alike the decision is
+// paused, with the confirmed outage in its reason; everything decided before acting (below the
+// threshold, refusals, cooldown, corroboration, the blast radius) is reported as without it.
+func TestDecidePaused(t *testing.T) {
+	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	params := Params{Threshold: 3, Window: 10 * time.Minute, Cooldown: time.Hour, MaxPerDay: 2, ScopeOutShare: 0.05, ScopeOutSingleAccount: true}
+	ca := Responder{URL: "http://ocsp.ca.example/", Key: "ocsp.ca.example:80", VHosts: []string{"a.example", "b.example"}, Accounts: []string{"alice"}}
+	on := Facts{Include: "/inc.conf", Effective: apacheconf.StaplingOn, Wired: true, Responders: []Responder{ca}, SSLVHosts: 2, Accounts: []string{"alice"}}
+	refused := on
+	refused.Refusal = "Must-Staple"
+	many := on
+	many.SSLVHosts = 100
+	down := &Check{Responders: []CheckResult{{Key: ca.Key, URL: ca.URL}}}
+	up := &Check{Responders: []CheckResult{{Key: ca.Key, URL: ca.URL, Answers: true}}}
+	atCA := map[string]int{ca.Key: 3}
+	const pause = "/etc/stapling-agent/pause"
+	cases := []struct {
+		name   string
+		mode   Mode
+		window map[string]int
+		mem    Memory
+		facts  Facts
+		check  *Check
+		want   Kind
+		reason string
+	}{
+		{"would act: paused", Enforce, atCA, Memory{}, on, down, Paused, "2 of 2 SSL vhosts depend on it); but paused: /etc/stapling-agent/pause exists"},
+		{"dry-run: paused too", DryRunMode, atCA, Memory{}, on, down, Paused, "fleet-wide pause"},
+		{"still asks the responders first", Enforce, atCA, Memory{}, on, nil, Corroborate, "asking the responders"},
+		{"the responder answers: not corroborated", Enforce, atCA, Memory{}, on, up, NotCorroborated, "not acting"},
+		{"below the threshold", Enforce, map[string]int{ca.Key: 1}, Memory{}, on, nil, None, "below the threshold"},
+		{"refused", Enforce, atCA, Memory{}, refused, nil, Refused, "Must-Staple"},
+		{"cooldown", Enforce, atCA, Memory{LastAct: now.Add(-time.Minute)}, on, nil, Cooldown, "in cooldown"},
+		{"scoped out", Enforce, atCA, Memory{}, many, down, ScopedOut, "only 2 of 100"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Decide(Input{Now: now, Mode: c.mode, Params: params, Window: c.window, Memory: c.mem, Facts: c.facts, Check: c.check, Paused: pause})
+			if d.Kind != c.want || !strings.Contains(d.Reason, c.reason) {
+				t.Fatalf("Decide = %s %q, want %s containing %q", d.Kind, d.Reason, c.want, c.reason)
+			}
+		})
+	}
+	// Kinds is the closed set of final decisions: every kind Decide returns but Corroborate.
+	seen := map[Kind]bool{}
+	for _, k := range Kinds {
+		if seen[k] || k == Corroborate {
+			t.Fatalf("Kinds: %s twice or a step", k)
+		}
+		seen[k] = true
+	}
+	for _, k := range []Kind{None, Act, DryRun, Cooldown, MaxPerDay, NotEffective, Refused, NotCorroborated, ScopedOut, NotClientFacing, Paused, FinishInterrupted, AutoRevert} {
+		if !seen[k] {
+			t.Fatalf("Kinds lacks %s", k)
+		}
+	}
+}
