@@ -99,7 +99,7 @@ func main() {
 		fail(err)
 	}
 	agent := exec.Command(*bin, "--root", *host, "run", "--dry-run")
-	agent.Env = append(os.Environ(), "STAPLING_AGENT_POLICY_THRESHOLD=1", "STAPLING_AGENT_POLICY_COOLDOWN=0s")
+	agent.Env = append(os.Environ(), "STAPLING_AGENT_POLICY_THRESHOLD=1", "STAPLING_AGENT_POLICY_COOLDOWN=0s", "STAPLING_AGENT_POLICY_SPREAD=0s")
 	agentErr, _ := agent.StderrPipe()
 	tail := exec.Command("tail", "-F", "-n", "0", logPath)
 	tailOut, _ := tail.StdoutPipe()
