@@ -218,6 +218,16 @@ func fileKind(m fs.FileMode) string {
 	return fmt.Sprintf("an irregular file (mode %v)", m)
 }
 
+// OpenLog opens a log file as the history scan reads it: a regular file only (a FIFO or a
+// device is refused at once), gzip-decompressed when gz, its reads failing once ctx is done.
+// NGINX's error-log scan (agent/frontend) reads its rotated files through it too.
+func OpenLog(ctx context.Context, path string, gz bool) (io.ReadCloser, error) {
+	return open(ctx, histFile{path: path, gz: gz})
+}
+
+// ContextReader is r with reads that fail once ctx is done.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 // ctxReader fails reads once ctx is done. It sits under the gzip reader, whose inflater
 // can consume any amount of input without returning (a stream of empty deflate blocks), so
 // that only reads of the file itself can stop it.

@@ -3,7 +3,6 @@ package frontend
 import (
 	"bufio"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/stapling-agent/stapling-agent/apacheconf"
 	"github.com/stapling-agent/stapling-agent/logwatch"
 )
 
@@ -415,7 +413,6 @@ const (
 	nginxBufSize  = 64 * 1024 // one line never needs more (MaxNginxLine); memory stays flat
 	maxRotated    = 60        // ea-nginx's logrotate keeps 21
 	nginxProbeMax = 256 * 1024
-	gzChunk       = 64 * 1024
 )
 
 // needle is in every line ClassifyNginx accepts (the context suffix names the certificate,
@@ -468,45 +465,14 @@ type rotated struct {
 	gz   bool
 }
 
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
-func openRotated(ctx context.Context, f rotated) (io.ReadCloser, error) {
-	fh, _, err := apacheconf.OpenRegular(f.path)
-	if err != nil {
-		return nil, err
-	}
-	if !f.gz {
-		return fh, nil
-	}
-	zr, err := gzip.NewReader(bufio.NewReaderSize(ctxReader{ctx, fh}, gzChunk))
-	if err != nil {
-		fh.Close()
-		return nil, fmt.Errorf("read %s: %w", f.path, err)
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{zr, fh}, nil
-}
-
 // firstNginxTime is the time of the first timestamped line in the file's head (zero if none).
 func firstNginxTime(ctx context.Context, f rotated) (time.Time, error) {
-	r, err := openRotated(ctx, f)
+	r, err := logwatch.OpenLog(ctx, f.path, f.gz)
 	if err != nil {
 		return time.Time{}, err
 	}
 	defer r.Close()
-	br := bufio.NewReaderSize(io.LimitReader(ctxReader{ctx, r}, nginxProbeMax), 8*1024)
+	br := bufio.NewReaderSize(io.LimitReader(logwatch.ContextReader(ctx, r), nginxProbeMax), 8*1024)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) >= 19 {
@@ -524,13 +490,13 @@ func firstNginxTime(ctx context.Context, f rotated) (time.Time, error) {
 }
 
 func scanNginxFile(ctx context.Context, f rotated, since, until time.Time, st *NginxScanStats, fn func(NginxEvent)) error {
-	r, err := openRotated(ctx, f)
+	r, err := logwatch.OpenLog(ctx, f.path, f.gz)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", f.path, err)
 	}
 	defer r.Close()
 	st.Files = append(st.Files, f.path)
-	br := bufio.NewReaderSize(ctxReader{ctx, r}, nginxBufSize)
+	br := bufio.NewReaderSize(logwatch.ContextReader(ctx, r), nginxBufSize)
 	long := false
 	for {
 		line, err := br.ReadSlice('\n')
