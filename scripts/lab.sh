@@ -158,10 +158,13 @@ alive() {
   return 0
 }
 
+# free_port picks below Linux's ephemeral range (32768-60999 by default): a port there can be
+# taken at any moment by a client socket of a concurrently running test, and then the lab's
+# responder port cannot be bound again after a stop (seen in CI: "the responder's port to be free").
 free_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((20000 + RANDOM % 12000))
     if ! listening "$p"; then echo "$p"; return; fi
   done
   echo "lab: no free port" >&2
