@@ -28,6 +28,15 @@
 # The package: BED_DEB=path/to/stapling-agent_*.deb, else `up` builds one with
 # `scripts/package.sh deb` into DIR/dist.
 #
+# Per host (the fleet test boots ten of them):
+#   BED_LAYOUT=ea4|ea3|none  cPanel EA4 (default), EasyApache 3 (/usr/local/apache), or no
+#                         cPanel at all (Apache still runs)
+#   BED_MUSTSTAPLE=1      shop.test's certificate demands a staple
+#   BED_BRIDGE, BED_ADDR  a veth on that bridge (it must exist in the caller's network
+#                         namespace) with BED_ADDR (address/prefix) instead of a private network
+#   BED_SSH_KEY           a public key root logs in with (sshd runs in every host)
+#   BED_NAME              the hostname
+#
 # Inside, after `up` (FACTS.md sections 5 and 8; the lab's shapes, at the real paths):
 #   /etc/cpanel/ea4/is_ea4, paths.conf; /etc/apache2/conf/httpd.conf (cPanel's global SSL
 #   block, the pre-VirtualHost include, one SSL vhost shop.test on 127.0.0.1:443);
@@ -55,8 +64,10 @@ repo=$(pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # Bump when the package list or the cached layout changes: `build` then rebuilds.
-BED_STAMP="bookworm minbase 1: systemd systemd-sysv dbus apache2 openssl procps"
-BED_PACKAGES=systemd,systemd-sysv,dbus,apache2,openssl,procps
+BED_STAMP="bookworm minbase 2: systemd systemd-sysv dbus apache2 openssl procps openssh-server python3 python3-apt"
+# openssh-server and python3 (python3-apt for Ansible's apt module): the fleet test drives
+# booted hosts with Ansible over SSH.
+BED_PACKAGES=systemd,systemd-sysv,dbus,apache2,openssl,procps,openssh-server,python3,python3-apt
 cache=${BED_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stapling-agent/bookworm-rootfs}
 mirror=${BED_MIRROR:-http://deb.debian.org/debian}
 
@@ -98,6 +109,8 @@ build() {
     ln -sfn /dev/null "$tmp/etc/systemd/system/$u"
   done
   echo stapling-bed >"$tmp/etc/hostname"
+  # No SSH host keys in the shared image: `up` makes each host its own.
+  rm -f "$tmp/etc/ssh/ssh_host_"*
   rm -rf "$tmp/var/cache/apt/archives/"*.deb "$tmp/var/lib/apt/lists/"*
   # An empty machine-id: systemd makes up one at every boot (each bed its own).
   : >"$tmp/etc/machine-id"
@@ -191,6 +204,8 @@ EOF
     openssl req -newkey rsa:2048 -nodes -keyout shop.key -out shop.csr -subj "/CN=shop.test" 2>/dev/null
     printf 'subjectAltName=DNS:shop.test,IP:127.0.0.1\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:%s/\nextendedKeyUsage=serverAuth\n' \
       "$ocsp" >shop.ext
+    # BED_MUSTSTAPLE=1: the certificate demands a staple (TLS Feature status_request).
+    if [ "${BED_MUSTSTAPLE:-0}" = 1 ]; then echo "tlsfeature=status_request" >>shop.ext; fi
     openssl x509 -req -in shop.csr -CA ca.crt -CAkey ca.key -set_serial 0x5a01 -days 20 \
       -extfile shop.ext -out shop.crt 2>/dev/null
     local end
@@ -370,9 +385,56 @@ After=ocsp-responder.service
 [Service]
 ExecStart=/bin/sleep infinity
 EOF
+  # nspawn mounts the root; remounting it per /etc/fstab does nothing here, and failed now and
+  # then with ten hosts booting at once (the fleet test): a degraded boot.
+  ln -sfn /dev/null "$sd/systemd-remount-fs.service"
   mkdir -p "$sd/multi-user.target.wants"
   ln -sfn ../httpd.service "$sd/multi-user.target.wants/httpd.service"
   ln -sfn ../ocsp-responder.service "$sd/multi-user.target.wants/ocsp-responder.service"
+}
+
+# ea3 ROOT: turn the EA4 layout into EasyApache 3's: everything under /usr/local/apache
+# (conf/httpd.conf, conf/includes/, bin/httpd, bin/apachectl, logs/), no /etc/cpanel/ea4.
+ea3() {
+  local root=$1 a=$1/usr/local/apache
+  mkdir -p "$a/bin"
+  local d
+  for d in conf conf.d conf.modules.d ssl run htdocs; do mv "$root/etc/apache2/$d" "$a/$d"; done
+  mv "$a/conf.d/includes" "$a/conf/includes"
+  rm -f "$root/etc/apache2/logs"
+  ln -sfn /var/log/apache2 "$a/logs"
+  rm -rf "$root/etc/cpanel/ea4"
+  sed -i -e 's|^ServerRoot /etc/apache2|ServerRoot /usr/local/apache|' -e 's|conf\.d/includes/|conf/includes/|g' \
+    -e 's|conf\.d/userdata/|conf/userdata/|g' -e 's|EA4 layout|EA3 layout|' "$a/conf/httpd.conf"
+  printf '#!/bin/sh\n# Stand-in for EA3'"'"'s apachectl (systemd bed).\nexec /usr/sbin/apache2 -d /usr/local/apache -f conf/httpd.conf "$@"\n' \
+    >"$a/bin/apachectl"
+  sed -e 's|-d /etc/apache2|-d /usr/local/apache|' -e 's|EA4|EA3|' "$root/usr/sbin/httpd" >"$a/bin/httpd"
+  rm -f "$root/usr/sbin/httpd" "$root/usr/sbin/apachectl"
+  chmod 0755 "$a/bin/apachectl" "$a/bin/httpd"
+  sed -i -e 's|/etc/apache2/run/httpd.pid|/usr/local/apache/run/httpd.pid|' \
+    -e 's|/usr/sbin/apachectl|/usr/local/apache/bin/apachectl|g' -e 's|EasyApache|EasyApache 3|' \
+    "$root/etc/systemd/system/httpd.service"
+  sed -i 's|/etc/apache2/logs/error_log|/usr/local/apache/logs/error_log|' "$root/usr/local/cpanel/scripts/restartsrv_httpd"
+}
+
+# remote_access ROOT: the host's own SSH host keys (the image has none); with BED_SSH_KEY (a
+# public key file) root may log in with it; with BED_BRIDGE and BED_ADDR (an address/prefix)
+# the host's interface host0 gets BED_ADDR from systemd-networkd.
+remote_access() {
+  local root=$1
+  ssh-keygen -q -A -f "$root"
+  if [ -n "${BED_SSH_KEY:-}" ]; then
+    install -d -m 0700 "$root/root/.ssh"
+    install -m 0600 "$BED_SSH_KEY" "$root/root/.ssh/authorized_keys"
+  fi
+  if [ -n "${BED_BRIDGE:-}" ]; then
+    [ -n "${BED_ADDR:-}" ] || die "BED_BRIDGE needs BED_ADDR (address/prefix)"
+    mkdir -p "$root/etc/systemd/network"
+    printf '[Match]\nName=host0\n\n[Network]\nAddress=%s\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n' \
+      "$BED_ADDR" >"$root/etc/systemd/network/80-bed.network"
+    systemctl --root="$root" --quiet enable systemd-networkd.service 2>/dev/null
+  fi
+  if [ -n "${BED_NAME:-}" ]; then echo "$BED_NAME" >"$root/etc/hostname"; fi
 }
 
 up() {
@@ -403,6 +465,13 @@ up() {
     echo copy >"$dir/rootfs.kind"
   fi
   layout "$dir/root"
+  case "${BED_LAYOUT:-ea4}" in
+    ea4) ;;
+    ea3) ea3 "$dir/root" ;;
+    none) rm -rf "$dir/root/etc/cpanel" ;;
+    *) die "BED_LAYOUT: ea4, ea3 or none, not ${BED_LAYOUT}" ;;
+  esac
+  remote_access "$dir/root"
   mkdir -p "$dir/root/root/pkg"
   cp "$deb" "$dir/root/root/pkg/"
   echo "systemd-bed: root file system ($(cat "$dir/rootfs.kind")) and layout in $(since "$t")"
@@ -410,7 +479,9 @@ up() {
   t=$(now)
   # setsid: nspawn gets a session of its own; it forwards SIGTERM to the container as a
   # poweroff request (--boot). The console (boot messages) goes to DIR/console.log.
-  setsid systemd-nspawn -D "$dir/root" --boot --register=no --keep-unit --private-network \
+  local net=--private-network
+  if [ -n "${BED_BRIDGE:-}" ]; then net=--network-bridge=$BED_BRIDGE; fi
+  setsid systemd-nspawn -D "$dir/root" --boot --register=no --keep-unit "$net" \
     --console=read-only --machine="bed$$" </dev/null >"$dir/console.log" 2>&1 &
   local ns=$!
   echo "$ns" >"$dir/nspawn.pid"
