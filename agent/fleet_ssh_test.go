@@ -311,13 +311,12 @@ func TestFleetOverSSH(t *testing.T) {
 	}
 	var rep struct {
 		Hosts, Answered []string
-		NotAnswered     []string `json:"not_answered"`
+		NotAnswered     []string           `json:"not_answered"`
 		HostSeconds     map[string]float64 `json:"host_seconds"`
 		Audits          map[string]struct {
 			Status, Summary string
 			Layout          struct{ Kind string }
 			Policy          struct{ Paused bool }
-			Stapling        struct{ Effective any }
 			Failures        struct {
 				Total       int
 				ByResponder map[string]int `json:"by_responder"`
