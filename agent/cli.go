@@ -121,6 +121,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := root.ExecuteContext(ctx)
+	if err != nil && !g.ran {
+		err = usageError(g, err)
+	}
 	code := exitCode(err)
 	var ee *exitError
 	if err != nil && !(errors.As(err, &ee) && ee.err == nil) {
@@ -137,6 +140,26 @@ type globals struct {
 	// args is the command line as given: the audit finds --format nagios in it when a flag
 	// error stopped the parsing before that flag was read.
 	args []string
+	// ran is set once cobra has parsed the command line and is about to run a command: an
+	// error before that is a usage error (flags, arguments, unknown command).
+	ran bool
+}
+
+// usageError is what a usage error (one before any command ran) exits with: 2, bad usage, as
+// for the other commands; 3 with one "STAPLING UNKNOWN - reason" line on stdout when the
+// command line asks for Nagios output, wherever the error is (a root flag before the
+// subcommand, an unknown command, a subcommand's flags or arguments): Nagios reads 2 as
+// CRITICAL, and an empty output as a broken plugin.
+func usageError(g *globals, err error) error {
+	if nagios, hint := auditWantsNagios(g.args); nagios {
+		_ = audit.RenderNagiosUnknown(g.stdout, err.Error()+hint)
+		return &exitError{code: ExitUnknown, err: err}
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: ExitRefused, err: err}
 }
 
 // env is the one setup path of every command.
@@ -156,6 +179,8 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		Version:       AgentVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every command's, as no subcommand has its own: past the parsing (usageError).
+		PersistentPreRun: func(*cobra.Command, []string) { g.ran = true },
 	}
 	// -V/--version as the audit has it (the plugin guidelines' spelling), "stapling-agent
 	// VERSION" as the version command prints it.
@@ -304,9 +329,10 @@ func newAuditCmd(g *globals) *cobra.Command {
 	// Fleet tooling reads exit codes 0-2 as results; anything that prevents an audit is 3,
 	// usage and flag errors included (a Nagios plugin's usage error is UNKNOWN, not the
 	// CRITICAL a 2 would page for). For Nagios the reason is also the one line on stdout,
-	// where the plugin's output goes (stderr stays for people).
+	// where the plugin's output goes (stderr stays for people); Main's usageError writes it for
+	// the errors before the audit runs (flags, arguments).
 	unknown := func(err error) error {
-		if nagios, hint := auditWantsNagios(g.args); nagios {
+		if nagios, hint := auditWantsNagios(g.args); nagios && g.ran {
 			_ = audit.RenderNagiosUnknown(g.stdout, err.Error()+hint)
 		}
 		return &exitError{code: ExitUnknown, err: err}

@@ -434,3 +434,41 @@ func TestCLIConfigCheck(t *testing.T) {
 		t.Fatal("config check created the state directory")
 	}
 }
+
+// Every usage error of a command line that asks for Nagios output is the plugin's UNKNOWN (3)
+// with one "STAPLING UNKNOWN - reason" line on stdout, wherever cobra stops: a root flag before
+// the subcommand (it swallows the subcommand as its value, so the audit never parses), an
+// unknown or misspelt command, another command's flags. Without Nagios a usage error is bad
+// usage (2) with nothing on stdout, an unknown command included.
+func TestCLINagiosUsageErrorsBeforeTheAudit(t *testing.T) {
+	root := cliHost(t)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		reason string
+	}{
+		{"root flag before the subcommand", []string{"--bogus", "audit", "--format", "nagios"}, "unknown flag: --bogus"},
+		{"root flag with a value before", []string{"--bogus=1", "audit", "--format=nagios"}, "unknown flag: --bogus"},
+		{"bad root flag value before", []string{"--command-timeout", "soon", "audit", "--format", "nagios"}, `invalid argument "soon" for "--command-timeout"`},
+		{"root flag missing its value", []string{"audit", "--format", "nagios", "--root"}, "flag needs an argument: --root"},
+		{"flag after the format", []string{"audit", "--format", "nagios", "--bogus"}, "unknown flag: --bogus"},
+		{"misspelt command", []string{"audti", "--format", "nagios"}, `unknown command "audti"`},
+		{"no command", []string{"--format", "nagios"}, "unknown flag: --format"},
+		{"another command's flags", []string{"probe", "--format", "nagios", "--bogus"}, "unknown flag: --bogus"},
+		{"another command's arguments", []string{"version", "extra", "--format=nagios"}, "unknown flag: --format"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// An explicit config that does not exist: a case that ran a command would fail.
+			r := runAgent(t, nil, append([]string{"--config", "/nonexistent.yaml"}, tc.args...)...)
+			if r.code != 3 || strings.Count(r.stdout, "\n") != 1 || !strings.HasPrefix(r.stdout, "STAPLING UNKNOWN - ") || !strings.Contains(r.stdout, tc.reason) {
+				t.Fatalf("want exit 3 and one line \"STAPLING UNKNOWN - ...%s...\", got %+v", tc.reason, r)
+			}
+		})
+	}
+	for _, args := range [][]string{{"--bogus", "audit"}, {"--bogus", "audit", "--format", "json"}, {"audti"}, {"version", "extra"}, {"remediate", "--bogus"}} {
+		r := runAgent(t, nil, append([]string{"--root", root}, args...)...)
+		if r.code != 2 || r.stdout != "" || !strings.HasPrefix(r.stderr, "stapling-agent: error: ") {
+			t.Errorf("%v: want exit 2, nothing on stdout and the error on stderr, got %+v", args, r)
+		}
+	}
+}
