@@ -32,7 +32,6 @@ import (
 
 	sdaemon "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
-	"github.com/spf13/cobra/doc"
 
 	"github.com/stapling-agent/stapling-agent/agent/audit"
 	"github.com/stapling-agent/stapling-agent/agent/config"
@@ -210,16 +209,7 @@ include not wired, bad configuration or usage); audit: 0 ok, 1 warning, 2 critic
 		newRunCmd(g),
 		newProbeCmd(g),
 		newConfigCmd(g),
-		&cobra.Command{
-			Use:    "man DIR",
-			Short:  "Write the man pages (section 8) to DIR (used by the package build)",
-			Hidden: true,
-			Args:   cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				hdr := &doc.GenManHeader{Title: "STAPLING-AGENT", Section: "8", Source: "stapling-agent " + AgentVersion()}
-				return doc.GenManTree(cmd.Root(), hdr, args[0])
-			},
-		},
+		newManCmd(),
 	)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{code: ExitRefused, err: err}

@@ -472,3 +472,37 @@ func TestCLINagiosUsageErrorsBeforeTheAudit(t *testing.T) {
 		}
 	}
 }
+
+// The hidden `man DIR` writes a page per command, each stamped with the binary's own version
+// on its .TH line (scripts/package.sh builds it with the package's), and the main page carries
+// the sections the commands' help cannot: FILES, CONFIGURATION, ENVIRONMENT, EXIT STATUS and
+// SIGNALS, before SEE ALSO. packaging's TestManPages renders the packaged ones.
+func TestCLIManPages(t *testing.T) {
+	dir := t.TempDir()
+	if r := runAgent(t, nil, "man", dir); r.code != 0 || r.stdout != "" {
+		t.Fatalf("man: %+v", r)
+	}
+	version := strings.TrimSpace(runAgent(t, nil, "version").stdout)
+	for _, name := range []string{"stapling-agent", "stapling-agent-audit", "stapling-agent-run", "stapling-agent-config-check"} {
+		b, err := os.ReadFile(filepath.Join(dir, name+".8"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		title := strings.ToUpper(name)
+		if want := fmt.Sprintf(".TH %q \"8\" ", title); !strings.Contains(string(b), want) || !strings.Contains(string(b), fmt.Sprintf("%q", version)) {
+			t.Errorf("%s.8: want %s... %q in\n%s", name, want, version, strings.SplitN(string(b), "\n", 3)[1])
+		}
+	}
+	main, _ := os.ReadFile(filepath.Join(dir, "stapling-agent.8"))
+	last := 0
+	for _, sh := range []string{`"FILES"`, `"CONFIGURATION"`, `"ENVIRONMENT"`, `"EXIT STATUS"`, `"SIGNALS"`, "SEE ALSO"} {
+		i := strings.Index(string(main), "\n.SH "+sh+"\n")
+		if i < last {
+			t.Errorf("stapling-agent.8: .SH %s missing or out of order", sh)
+		}
+		last = i
+	}
+	if _, err := os.Stat(filepath.Join(dir, "stapling-agent-man.8")); err == nil {
+		t.Error("the hidden man command has a page")
+	}
+}
