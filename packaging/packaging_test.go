@@ -137,6 +137,7 @@ func TestRPMContentsAndFlags(t *testing.T) {
 		"/etc/stapling-agent/config.yaml", "/var/lib/stapling-agent", "/etc/ansible/facts.d/stapling_agent.fact",
 		"/usr/share/man/man8/stapling-agent.8.gz", "/usr/share/man/man8/stapling-agent-audit.8.gz",
 		"/usr/share/licenses/stapling-agent/LICENSE", "/etc/sudoers.d/stapling-agent",
+		"/etc/sysconfig/stapling-agent", "/usr/share/bash-completion/completions/stapling-agent",
 	} {
 		if !strings.Contains(files, want+"\n") {
 			t.Errorf("RPM lacks %s", want)
@@ -280,7 +281,7 @@ func TestSystemdUnits(t *testing.T) {
 	// reason on stderr) and the daemon is never signalled, so it keeps its configuration.
 	unit, _ := os.ReadFile("systemd/stapling-agent.service")
 	reloads := regexp.MustCompile(`(?m)^ExecReload=(.*)$`).FindAllStringSubmatch(string(unit), -1)
-	if len(reloads) != 2 || reloads[0][1] != "/usr/sbin/stapling-agent config check" || !strings.HasPrefix(reloads[1][1], "/bin/kill -HUP $MAINPID") {
+	if len(reloads) != 2 || reloads[0][1] != "/usr/sbin/stapling-agent config check $STAPLING_AGENT_ARGS" || !strings.HasPrefix(reloads[1][1], "/bin/kill -HUP $MAINPID") {
 		t.Fatalf("ExecReload lines: %q", reloads)
 	}
 	for cfg, want := range map[string]int{"mode: sometimes\n": 2, "mode: enforce\npolicy:\n  threshold: 5\n": 0} {

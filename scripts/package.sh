@@ -30,13 +30,17 @@ for arch in ${ARCHES:-x86_64}; do
   ARCH=$arch
   if [ "$packager" = deb ]; then ARCH=$goarch; fi
   BUILD=$(mktemp -d)
-  CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath \
-    -ldflags "-s -w -X github.com/stapling-agent/stapling-agent/agent.Version=$VERSION-$RELEASE" \
+  ldflags="-s -w -X github.com/stapling-agent/stapling-agent/agent.Version=$VERSION-$RELEASE"
+  CGO_ENABLED=0 GOOS=linux GOARCH=$goarch go build -trimpath -ldflags "$ldflags" \
     -o "$BUILD/stapling-agent" ./agent/cmd/stapling-agent
-  # Man pages come from the command's own help; build them with a native binary.
-  mkdir -p "$BUILD/man"
-  go run ./agent/cmd/stapling-agent man "$BUILD/man"
+  # Man pages and bash completion come from the command itself: a native build of the same
+  # source and version (the .TH line says "stapling-agent VERSION-RELEASE"). gzip -n: no name
+  # or time in the header (Debian policy 12.1, reproducible).
+  CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$BUILD/native/stapling-agent" ./agent/cmd/stapling-agent
+  mkdir -p "$BUILD/man" "$BUILD/completion"
+  "$BUILD/native/stapling-agent" man "$BUILD/man"
   gzip -9n "$BUILD/man/"*.8
+  "$BUILD/native/stapling-agent" completion bash >"$BUILD/completion/stapling-agent"
   # nfpm does not expand variables everywhere (not in contents.src): render the config.
   for page in "$BUILD"/man/*.8.gz; do
     printf '  - src: %s\n    dst: /usr/share/man/man8/%s\n    type: doc\n    file_info: {mode: 0644}\n' \
@@ -46,7 +50,8 @@ for arch in ${ARCHES:-x86_64}; do
     -e "/# MANPAGES/r $BUILD/man.yaml" packaging/nfpm.yaml >"$BUILD/nfpm.yaml"
   if [ "$packager" = deb ]; then
     # nfpm leaves files of type doc and license out of every package but the RPM (its
-    # files.TypeRPMDoc): the .deb carries the man pages, README and license as plain files.
+    # files.TypeRPMDoc): the .deb carries the man pages and README as plain files (and the
+    # license as Debian's copyright file).
     sed -i -e '/^    type: doc$/d' -e '/^    type: license$/d' "$BUILD/nfpm.yaml"
   fi
   go tool -modfile=tools/go.mod nfpm package --config "$BUILD/nfpm.yaml" --packager "$packager" --target "$dist/" >&2
