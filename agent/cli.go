@@ -121,7 +121,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	err := root.ExecuteContext(ctx)
 	if err != nil && !g.ran {
-		err = usageError(g, err)
+		err = usageError(g, root, err)
 	}
 	code := exitCode(err)
 	var ee *exitError
@@ -148,10 +148,14 @@ type globals struct {
 // for the other commands; 3 with one "STAPLING UNKNOWN - reason" line on stdout when the
 // command line asks for Nagios output, wherever the error is (a root flag before the
 // subcommand, an unknown command, a subcommand's flags or arguments): Nagios reads 2 as
-// CRITICAL, and an empty output as a broken plugin.
-func usageError(g *globals, err error) error {
+// CRITICAL, and an empty output as a broken plugin. For the audit and the probe in any format
+// it is 3 too (anything that prevents a check is unknown; the audit's 2 means critical).
+func usageError(g *globals, root *cobra.Command, err error) error {
 	if nagios, hint := auditWantsNagios(g.args); nagios {
 		_ = audit.RenderNagiosUnknown(g.stdout, err.Error()+hint)
+		return &exitError{code: ExitUnknown, err: err}
+	}
+	if w := commandWord(root, g.args); w == "audit" || w == "probe" {
 		return &exitError{code: ExitUnknown, err: err}
 	}
 	var ee *exitError
@@ -159,6 +163,32 @@ func usageError(g *globals, err error) error {
 		return err
 	}
 	return &exitError{code: ExitRefused, err: err}
+}
+
+// commandWord is the subcommand a command line names: its first word that is not a flag or a
+// root flag's value. (cobra's Find takes the word after an unknown flag for that flag's value.)
+func commandWord(root *cobra.Command, args []string) string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return ""
+		}
+		if !strings.HasPrefix(a, "-") {
+			return a
+		}
+		if strings.Contains(a, "=") {
+			continue
+		}
+		name := strings.TrimLeft(a, "-")
+		f := root.PersistentFlags().Lookup(name)
+		if f == nil && len(name) == 1 {
+			f = root.PersistentFlags().ShorthandLookup(name)
+		}
+		if f != nil && f.NoOptDefVal == "" {
+			i++ // its value
+		}
+	}
+	return ""
 }
 
 // env is the one setup path of every command.

@@ -465,10 +465,25 @@ func TestCLINagiosUsageErrorsBeforeTheAudit(t *testing.T) {
 			}
 		})
 	}
-	for _, args := range [][]string{{"--bogus", "audit"}, {"--bogus", "audit", "--format", "json"}, {"audti"}, {"version", "extra"}, {"remediate", "--bogus"}} {
-		r := runAgent(t, nil, append([]string{"--root", root}, args...)...)
-		if r.code != 2 || r.stdout != "" || !strings.HasPrefix(r.stderr, "stapling-agent: error: ") {
-			t.Errorf("%v: want exit 2, nothing on stdout and the error on stderr, got %+v", args, r)
+	// Other formats: the audit's and the probe's usage errors are their unknown (3: the audit's
+	// 2 means critical), the other commands' are bad usage (2); nothing on stdout.
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--bogus", "audit"}, 3},
+		{[]string{"--bogus", "audit", "--format", "json"}, 3},
+		{[]string{"--log-level", "debug", "--bogus", "audit", "--since", "1h"}, 3},
+		{[]string{"audit", "--format", "json", "--bogus"}, 3},
+		{[]string{"probe", "--bogus"}, 3},
+		{[]string{"--bogus", "probe", "--format", "json"}, 3},
+		{[]string{"audti"}, 2},
+		{[]string{"version", "extra"}, 2},
+		{[]string{"remediate", "--bogus"}, 2},
+	} {
+		r := runAgent(t, nil, append([]string{"--root", root}, tc.args...)...)
+		if r.code != tc.code || r.stdout != "" || !strings.HasPrefix(r.stderr, "stapling-agent: error: ") {
+			t.Errorf("%v: want exit %d, nothing on stdout and the error on stderr, got %+v", tc.args, tc.code, r)
 		}
 	}
 }

@@ -206,7 +206,7 @@ or a usage error.
 0.
 .PP
 A usage error found before any command runs (an unknown flag or command, a bad flag value) is
-2; on a command line that asks for \fB--format nagios\fP it is 3 with one
+2 (3 for \fBaudit\fP and \fBprobe\fP); on a command line that asks for \fB--format nagios\fP it is 3 with one
 "STAPLING UNKNOWN - \fIreason\fP" line on stdout, wherever the error is.
 .SH "SIGNALS"
 .TP
