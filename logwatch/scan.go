@@ -417,8 +417,8 @@ func disordered(probes []probe, until time.Time) bool {
 }
 
 // scanStream reads r with one fixed buffer. For each run of complete lines it counts lines,
-// counts over-long lines, and finds candidates with the "[ssl:" prefilter (bytes.Index runs
-// in SIMD); only candidate lines are parsed. A line longer than the buffer is skipped whole,
+// counts over-long lines, and finds candidates with the "[ssl:" prefilter (findAll: one
+// vectorised pass that also counts the lines); only candidate lines are parsed. A line longer than the buffer is skipped whole,
 // its bytes dropped as they arrive, so memory stays at bufSize. ctx is checked before each
 // read: cancellation takes effect within one buffer's worth of work.
 func scanStream(ctx context.Context, r io.Reader, lf *Format, skipPartial bool, st *ScanStats, fn func(Event)) error {
@@ -472,20 +472,19 @@ func scanStream(ctx context.Context, r io.Reader, lf *Format, skipPartial bool, 
 	}
 }
 
-// scanLines handles a run of complete lines.
+// scanLines handles a run of complete lines: it counts them and the over-long ones, and
+// classifies each line that holds the needle (findAll), once.
 func scanLines(data []byte, lf *Format, st *ScanStats, fn func(Event)) {
 	needle := candidate
 	if lf != nil {
 		needle = lf.needle
 	}
-	st.Lines += int64(bytes.Count(data, []byte{'\n'}))
 	st.Skipped += countLong(data)
-	for off := 0; off < len(data); {
-		i := bytes.Index(data[off:], needle)
-		if i < 0 {
-			return
+	done := 0 // data[:done] is lines already classified
+	st.Lines += findAll(data, needle, func(i int) {
+		if i < done {
+			return // the needle again, in a line already classified
 		}
-		i += off
 		start := bytes.LastIndexByte(data[:i], '\n') + 1
 		end := bytes.IndexByte(data[i:], '\n')
 		if end < 0 {
@@ -496,8 +495,8 @@ func scanLines(data []byte, lf *Format, st *ScanStats, fn func(Event)) {
 		if ev := lf.Classify(data[start:end]); ev.Kind != KindNone {
 			fn(ev)
 		}
-		off = end + 1
-	}
+		done = end + 1
+	})
 }
 
 // countLong counts lines longer than MaxLineLen without looking at every line: such a line
