@@ -80,17 +80,15 @@ func ScanHistoryFormat(ctx context.Context, path string, f *Format, since, until
 	}
 	// Scan oldest first. Each file covers [its first timestamp, the next newer file's first
 	// timestamp): an archive that already holds error_log.bkup's lines does not count twice.
+	var jobs []scanJob
 	for i := len(files) - 1; i >= 0; i-- {
-		hf := files[i]
 		end := until
 		if i > 0 && !files[i-1].first.IsZero() && files[i-1].first.Before(end) {
 			end = files[i-1].first
 		}
-		if err := scanFile(ctx, hf, f, since, end, &st, fn); err != nil {
-			return st, err
-		}
+		jobs = append(jobs, scanJob{file: files[i], since: since, until: end})
 	}
-	return st, nil
+	return scanJobs(ctx, jobs, f, fn)
 }
 
 type histFile struct {
@@ -297,7 +295,7 @@ func firstTimeIn(r io.Reader, lf *Format) (time.Time, bool) {
 	}
 }
 
-func scanFile(ctx context.Context, f histFile, lf *Format, since, until time.Time, st *ScanStats, fn func(Event)) error {
+func scanFile(ctx context.Context, f histFile, lf *Format, since, until time.Time, st *ScanStats, fn func(Event), flush func() error) error {
 	r, err := open(ctx, f)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", f.path, err)
@@ -324,7 +322,7 @@ func scanFile(ctx context.Context, f histFile, lf *Format, since, until time.Tim
 		if !ev.Time.Before(since) && ev.Time.Before(until) {
 			fn(ev)
 		}
-	})
+	}, flush)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", f.path, err)
 	}
@@ -421,7 +419,10 @@ func disordered(probes []probe, until time.Time) bool {
 // vectorised pass that also counts the lines); only candidate lines are parsed. A line longer than the buffer is skipped whole,
 // its bytes dropped as they arrive, so memory stays at bufSize. ctx is checked before each
 // read: cancellation takes effect within one buffer's worth of work.
-func scanStream(ctx context.Context, r io.Reader, lf *Format, skipPartial bool, st *ScanStats, fn func(Event)) error {
+//
+// flush, when not nil, is called after each buffer's lines (the events of a buffer and the
+// stats that include it are then complete); an error from it ends the scan.
+func scanStream(ctx context.Context, r io.Reader, lf *Format, skipPartial bool, st *ScanStats, fn func(Event), flush func() error) error {
 	buf := make([]byte, bufSize)
 	n := 0           // bytes in buf
 	discard := false // inside a line longer than the buffer
@@ -461,6 +462,11 @@ func scanStream(ctx context.Context, r io.Reader, lf *Format, skipPartial bool, 
 			}
 		}
 		scanLines(data[:end], lf, st, fn)
+		if flush != nil {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 		rest := copy(buf, data[end:])
 		n = rest
 		if err == io.EOF {

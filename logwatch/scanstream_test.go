@@ -92,7 +92,7 @@ func TestScanStreamAgreesWithClassifyingEveryLine(t *testing.T) {
 				var got []string
 				var st ScanStats
 				r := &chunkReader{data: data, sizes: sizes}
-				if err := scanStream(context.Background(), r, nil, false, &st, func(ev Event) { got = append(got, describe(ev)) }); err != nil {
+				if err := scanStream(context.Background(), r, nil, false, &st, func(ev Event) { got = append(got, describe(ev)) }, nil); err != nil {
 					t.Fatal(err)
 				}
 				if strings.Join(got, "\n") != strings.Join(wantEv, "\n") || st.Lines != wantLines || st.Skipped != wantSkipped {
@@ -128,7 +128,7 @@ func TestScanStreamFormatAgreesWithClassifyingEveryLine(t *testing.T) {
 	for _, sizes := range [][]int{{bufSize}, {7}, {65, 64, 63}} {
 		var got []string
 		var st ScanStats
-		if err := scanStream(context.Background(), &chunkReader{data: data, sizes: sizes}, f, false, &st, func(ev Event) { got = append(got, describe(ev)) }); err != nil {
+		if err := scanStream(context.Background(), &chunkReader{data: data, sizes: sizes}, f, false, &st, func(ev Event) { got = append(got, describe(ev)) }, nil); err != nil {
 			t.Fatal(err)
 		}
 		if strings.Join(got, "\n") != strings.Join(wantEv, "\n") || st.Lines != wantLines {
