@@ -114,7 +114,7 @@ r_full=$(ratio "$full_s" "$rg_s")
 r_grep=$(ratio "$full_s" "$grep_s")
 r_year=$(ratio "$year_s" "$rgz_s")
 r_hour=$(ratio "$hour_s" "$full_s")
-r_hbytes=$(ratio "$hour_bytes" "$bytes")
+r_hbytes=$(awk "BEGIN{printf \"%.5f\", $hour_bytes / $bytes}")
 r_f2b=$(ratio "$f2b_s" "$full_s")
 rss_growth=$(( (full_kb > year_kb ? full_kb : year_kb) - empty_kb ))
 
