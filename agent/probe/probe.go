@@ -15,12 +15,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,11 +52,17 @@ type Report struct {
 }
 
 type TargetResult struct {
-	Address    string            `json:"address"`
-	ServerName string            `json:"servername"`
-	VHost      string            `json:"vhost,omitempty"` // file:line of the <VirtualHost>
-	Role       string            `json:"role,omitempty"`  // frontend | backend, behind another server
-	Protocols  map[string]string `json:"protocols"`       // accepted | alert | reset | timeout | error
+	Address    string `json:"address"`
+	ServerName string `json:"servername"`
+	VHost      string `json:"vhost,omitempty"` // file:line of the <VirtualHost>
+	Role       string `json:"role,omitempty"`  // frontend | backend, behind another server
+	// Status is how far the probe got with the target; Error says why when it is not probed.
+	Status Status `json:"status"`
+	// SharedWith names the other targets (their vhost's file:line, else address and SNI
+	// name) answered by the same handshakes: same address, SNI name and configured
+	// certificate, so probed once (Run) and reported for each.
+	SharedWith []string          `json:"shared_with,omitempty"`
+	Protocols  map[string]string `json:"protocols"` // accepted | alert | reset | timeout | stalled | error
 	Alerts     map[string]string `json:"alerts,omitempty"`
 	Negotiated struct {
 		Version string `json:"version"`
@@ -78,6 +87,30 @@ type TargetResult struct {
 	} `json:"certificate"`
 }
 
+// Status is how far the probe got with a target.
+type Status string
+
+const (
+	// StatusProbed: the default handshake completed, and every protocol was tried.
+	StatusProbed Status = "probed"
+	// StatusUnreachable: no TCP connection (refused, timed out, no route); nothing else is
+	// tried, so an unreachable vhost costs one connect timeout.
+	StatusUnreachable Status = "unreachable"
+	// StatusStalled: connected, but the default handshake got no answer within the timeout
+	// (ErrStalled); nothing else is tried.
+	StatusStalled Status = "stalled"
+	// StatusClosed: connected, but the server closed or reset the connection without a TLS
+	// answer (no TLS there, or a server dropping clients); nothing else is tried.
+	StatusClosed Status = "closed"
+	// StatusHandshakeFailed: the default offer got a TLS alert (an old-protocols-only
+	// server, a missing certificate for the name); each protocol is still tried, the server
+	// answers TLS.
+	StatusHandshakeFailed Status = "handshake_failed"
+	// StatusNotProbed: the probe's deadline (or a signal) came before the target was
+	// finished; Error says which part was cut short.
+	StatusNotProbed Status = "not_probed"
+)
+
 type ResponderResult struct {
 	URL        string  `json:"url"`
 	OK         bool    `json:"ok"`
@@ -87,6 +120,8 @@ type ResponderResult struct {
 	CertStatus string  `json:"cert_status"`
 	Cause      string  `json:"cause,omitempty"`
 	Error      string  `json:"error,omitempty"`
+	// NotProbed: the probe's deadline (or a signal) came before the responder answered.
+	NotProbed bool `json:"not_probed,omitempty"`
 }
 
 // Target is one TLS endpoint to probe and what Apache is configured to serve there.
@@ -265,10 +300,11 @@ func MustStapleVHosts(l *apacheconf.Layout, vhosts []apacheconf.VHost) []apachec
 
 // Targets are the SSL vhosts of the config, at most limit of them (0: all), each probed at
 // one address with one SNI name (TargetAddress, SNIName). Each configured certificate file is
-// read, so stopping at the limit saves reading thousands on a large host.
+// read, so stopping at the limit saves reading thousands on a large host. Vhosts that share
+// address and SNI name (a duplicated vhost, nameless vhosts on one address) are all kept:
+// Run probes them once and reports each.
 func Targets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []Target {
 	var out []Target
-	seen := map[string]bool{}
 	for _, v := range cfg.VHosts {
 		if limit > 0 && len(out) == limit {
 			break
@@ -277,10 +313,6 @@ func Targets(l *apacheconf.Layout, cfg *apacheconf.Config, limit int) []Target {
 			continue
 		}
 		t := Target{Address: TargetAddress(v.Addrs[0]), ServerName: SNIName(v), VHost: fmt.Sprintf("%s:%d", v.File, v.Line)}
-		if seen[t.Address+"|"+t.ServerName] {
-			continue
-		}
-		seen[t.Address+"|"+t.ServerName] = true
 		if v.CertFile != "" {
 			t.Configured, _ = LoadCertFile(l.Path(v.CertFile))
 		}
@@ -378,10 +410,26 @@ var tlsVersions = []struct {
 	v    uint16
 }{{"TLS1.0", tls.VersionTLS10}, {"TLS1.1", tls.VersionTLS11}, {"TLS1.2", tls.VersionTLS12}, {"TLS1.3", tls.VersionTLS13}}
 
+// protocolName is the report's name of a version ("TLS1.2"), "" for one it does not name.
+func protocolName(v uint16) string {
+	for _, p := range tlsVersions {
+		if p.v == v {
+			return p.name
+		}
+	}
+	return ""
+}
+
 // ErrStalled is a handshake that connected but got no answer in time: during a stapling
 // outage mod_ssl holds every handshake that asks for a staple while it waits on the responder
 // (FACTS.md section 1), so the server is up and the protocol fine, only slow.
 var ErrStalled = errors.New("handshake stalled: connected, but no answer within the timeout (mod_ssl waiting on an OCSP responder?)")
+
+// ErrUnreachable is a target the probe could not connect to: refused, timed out, no route.
+var ErrUnreachable = errors.New("unreachable")
+
+// errCutShort is a handshake the probe's own deadline (or a signal) ended, not the target.
+var errCutShort = errors.New("cut short")
 
 func dialTLS(parent context.Context, address string, cfg *tls.Config, timeout time.Duration) (*tls.Conn, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
@@ -389,12 +437,18 @@ func dialTLS(parent context.Context, address string, cfg *tls.Config, timeout ti
 	start := time.Now()
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", address)
 	if err != nil {
-		return nil, time.Since(start), err
+		if parent.Err() != nil {
+			return nil, time.Since(start), fmt.Errorf("%w while connecting: %w", errCutShort, parent.Err())
+		}
+		return nil, time.Since(start), fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	c := tls.Client(raw, cfg)
 	if err := c.HandshakeContext(ctx); err != nil {
 		_ = raw.Close() // the handshake's error is the one to report
-		if ctx.Err() != nil && parent.Err() == nil {
+		switch {
+		case parent.Err() != nil:
+			return nil, time.Since(start), fmt.Errorf("%w during the handshake: %w", errCutShort, parent.Err())
+		case ctx.Err() != nil:
 			return nil, time.Since(start), fmt.Errorf("%w (%v)", ErrStalled, err)
 		}
 		return nil, time.Since(start), err
@@ -425,28 +479,87 @@ func handshakeOutcome(err error) (string, string) {
 	return "error", escape.Line(err.Error())
 }
 
+// notProbed marks r as cut short by the probe's deadline or a signal: why, and nothing else.
+func notProbed(r *TargetResult, why string) {
+	r.Status, r.Error = StatusNotProbed, why
+	clear(r.Protocols)
+	clear(r.Alerts)
+}
+
 func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult {
 	r := TargetResult{Address: t.Address, ServerName: t.ServerName, VHost: t.VHost, Role: t.Role, Protocols: map[string]string{}, Alerts: map[string]string{}}
-	// The default offer first: when it stalls (or cannot connect), every other handshake
-	// would too, so none is repeated: a stalled vhost costs one timeout, not five.
-	c, dur, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: true}, timeout)
-	r.HandshakeMS = float64(dur.Microseconds()) / 1000
-	if err != nil {
-		r.Error = escape.Line(err.Error())
-		skipped := "not tried: the default handshake failed"
-		if errors.Is(err, ErrStalled) {
-			skipped = "stalled"
-		}
-		for _, v := range tlsVersions {
-			r.Protocols[v.name] = skipped
-		}
+	if ctx.Err() != nil {
+		notProbed(&r, "not probed: the probe's deadline came first")
 		return r
 	}
-	defer c.Close()
+	// The default offer first: when it cannot connect, stalls or is dropped without a TLS
+	// answer, every other handshake would be too, so none is tried: such a vhost costs one
+	// connection and at most one timeout, not five.
+	c, dur, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, InsecureSkipVerify: true}, timeout)
+	r.HandshakeMS = float64(dur.Microseconds()) / 1000
+	var cs tls.ConnectionState
+	if c != nil {
+		// Closed before the next handshake: one connection at a time per target, so the
+		// probe's concurrency is the number of connections it holds.
+		cs = c.ConnectionState()
+		_ = c.Close()
+	}
+	r.Status = StatusProbed
+	if err != nil {
+		r.Error = escape.Line(err.Error())
+		out, _ := handshakeOutcome(err)
+		switch {
+		case errors.Is(err, errCutShort):
+			notProbed(&r, "not probed: the probe's deadline came during its first handshake")
+			return r
+		case errors.Is(err, ErrUnreachable):
+			r.Status = StatusUnreachable
+			return r
+		case errors.Is(err, ErrStalled):
+			r.Status = StatusStalled
+			for _, v := range tlsVersions {
+				r.Protocols[v.name] = "stalled"
+			}
+			return r
+		case out != "alert":
+			r.Status = StatusClosed
+			return r
+		}
+		r.Status = StatusHandshakeFailed
+	}
+	// What one handshake already answers is not asked again. The default offer (TLS 1.2-1.3)
+	// negotiated a version: offered alone it is accepted too. TLS 1.0 and 1.1 go in one offer
+	// first: a server that picks neither from it supports neither (RFC 8446 section 4.2.1, RFC
+	// 5246 appendix E.1: the server picks the highest version it shares with the offer), so its
+	// alert answers for both, and it is the usual answer now; one it accepts says which. A
+	// modern vhost so costs three handshakes, not five.
+	if err == nil {
+		r.Protocols[protocolName(cs.Version)] = "accepted"
+	}
+	lc, _, lerr := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, InsecureSkipVerify: true}, timeout)
+	switch out, detail := handshakeOutcome(lerr); {
+	case errors.Is(lerr, errCutShort):
+		notProbed(&r, "not probed: the probe's deadline came during its TLS 1.0-1.1 handshake")
+		return r
+	case lc != nil:
+		r.Protocols[protocolName(lc.ConnectionState().Version)] = "accepted"
+		_ = lc.Close()
+	case out == "alert":
+		for _, name := range []string{"TLS1.0", "TLS1.1"} {
+			r.Protocols[name], r.Alerts[name] = out, detail
+		}
+	}
 	for _, v := range tlsVersions {
+		if _, ok := r.Protocols[v.name]; ok {
+			continue
+		}
 		c, _, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, MinVersion: v.v, MaxVersion: v.v, InsecureSkipVerify: true}, timeout)
 		if c != nil {
 			c.Close()
+		}
+		if errors.Is(err, errCutShort) {
+			notProbed(&r, fmt.Sprintf("not probed: the probe's deadline came during its %s handshake", v.name))
+			return r
 		}
 		out, detail := handshakeOutcome(err)
 		r.Protocols[v.name] = out
@@ -454,8 +567,10 @@ func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult
 			r.Alerts[v.name] = detail
 		}
 	}
+	if err != nil {
+		return r
+	}
 	// The default offer, as a browser: verification is done below and reported, never fatal.
-	cs := c.ConnectionState()
 	r.Negotiated.Version = tls.VersionName(cs.Version)
 	r.Negotiated.Cipher = tls.CipherSuiteName(cs.CipherSuite)
 	if len(cs.PeerCertificates) == 0 {
@@ -600,17 +715,106 @@ func netCause(err error) logwatch.Cause {
 	return logwatch.CauseUnspecified
 }
 
-// Run probes targets (TLS) and the OCSP URLs of their configured certificates.
+// Options tune a probe run.
+type Options struct {
+	Timeout time.Duration // each handshake and OCSP request
+	// Concurrency is how many targets are probed at once, each one connection at a time,
+	// so it bounds the connections the probe holds to the host's servers (0:
+	// DefaultConcurrency). OCSP requests run beside them, four at a time.
+	Concurrency int
+}
+
+// DefaultConcurrency is 4 handshakes a core, at least 4: a handshake waits on the server's
+// signature (mod_ssl's RSA sign is its main cost), so a few per core keep both sides busy,
+// and more only queue in Apache's accept backlog. Measured on the lab (scripts/bench-probe.sh):
+// 500 vhosts on 2 cores were no faster at 16 or 32 than at 8.
+func DefaultConcurrency() int { return max(4, 4*runtime.GOMAXPROCS(0)) }
+
+// Run probes targets (TLS) and the OCSP URLs of their configured certificates, with the
+// default concurrency.
 func Run(ctx context.Context, targets []Target, timeout time.Duration) *Report {
-	rep := &Report{Schema: Schema, GeneratedAt: time.Now().UTC(), Targets: []TargetResult{}, Responders: []ResponderResult{}}
-	rep.Targets = make([]TargetResult, len(targets))
-	parallel(len(targets), func(i int) { rep.Targets[i] = probeTLS(ctx, targets[i], timeout) })
-	rep.Responders = Responders(ctx, targets, timeout)
+	return RunWith(ctx, targets, Options{Timeout: timeout})
+}
+
+// RunWith probes targets and the responders of their configured certificates at once.
+// Targets sharing address, SNI name and configured certificate get the same handshakes, so
+// they are probed once and each is reported, naming the others (SharedWith). When ctx ends
+// (the deadline, a signal) the handshakes under way stop and every target not finished is
+// reported as StatusNotProbed, never left out; the caller says why in Report.Incomplete.
+func RunWith(ctx context.Context, targets []Target, o Options) *Report {
+	if o.Concurrency < 1 {
+		o.Concurrency = DefaultConcurrency()
+	}
+	rep := &Report{Schema: Schema, GeneratedAt: time.Now().UTC(), Targets: make([]TargetResult, len(targets)), Responders: []ResponderResult{}}
+	groups := sameHandshakes(targets)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rep.Responders = Responders(ctx, targets, o.Timeout)
+	}()
+	parallel(len(groups), o.Concurrency, func(i int) {
+		g := groups[i]
+		first := probeTLS(ctx, targets[g[0]], o.Timeout)
+		for _, j := range g {
+			rep.Targets[j] = sharedResult(first, targets, g, j)
+		}
+	})
+	wg.Wait()
 	return rep
 }
 
+// sameHandshakes groups the indexes of targets a handshake cannot tell apart: same address,
+// same SNI name, same configured certificate (none counts as one). Groups keep the targets'
+// order, by their first member.
+func sameHandshakes(targets []Target) [][]int {
+	var groups [][]int
+	at := map[string]int{}
+	for i, t := range targets {
+		cert := ""
+		if t.Configured != nil {
+			cert = string(t.Configured.Leaf.Raw)
+		}
+		k := t.Address + "\x00" + t.ServerName + "\x00" + cert
+		if g, ok := at[k]; ok {
+			groups[g] = append(groups[g], i)
+			continue
+		}
+		at[k] = len(groups)
+		groups = append(groups, []int{i})
+	}
+	return groups
+}
+
+// sharedResult is the result of group g's handshakes for its member j: j's own vhost and
+// role, and the others of the group named.
+func sharedResult(r TargetResult, targets []Target, g []int, j int) TargetResult {
+	t := targets[j]
+	r.VHost, r.Role = t.VHost, t.Role
+	if len(g) == 1 {
+		return r
+	}
+	r.Protocols, r.Alerts = maps.Clone(r.Protocols), maps.Clone(r.Alerts)
+	if m := r.Certificate.MatchesConfigured; m != nil {
+		v := *m
+		r.Certificate.MatchesConfigured = &v
+	}
+	r.SharedWith = nil
+	for _, k := range g {
+		if k == j {
+			continue
+		}
+		name := targets[k].VHost
+		if name == "" {
+			name = strings.TrimSpace(targets[k].Address + " " + targets[k].ServerName)
+		}
+		r.SharedWith = append(r.SharedWith, name)
+	}
+	return r
+}
+
 // Responders sends one OCSP request to each distinct responder URL of the targets'
-// configured certificates.
+// configured certificates. Those ctx ended before are reported NotProbed.
 func Responders(ctx context.Context, targets []Target, timeout time.Duration) []ResponderResult {
 	urls := map[string]*CertFile{}
 	for _, t := range targets {
@@ -629,22 +833,31 @@ func Responders(ctx context.Context, targets []Target, timeout time.Duration) []
 	}
 	sort.Strings(keys)
 	out := make([]ResponderResult, len(keys))
-	parallel(len(keys), func(i int) { out[i] = probeResponder(ctx, keys[i], urls[keys[i]], timeout) })
+	parallel(len(keys), 4, func(i int) {
+		out[i] = probeResponder(ctx, keys[i], urls[keys[i]], timeout)
+		if ctx.Err() != nil && !out[i].OK {
+			out[i] = ResponderResult{URL: keys[i], NotProbed: true, Error: "not probed: the probe's deadline came first"}
+		}
+	})
 	return out
 }
 
-// parallel runs fn(0..n-1), four at a time: enough to overlap responder timeouts without
-// hammering a host's Apache or a CA's responder.
-func parallel(n int, fn func(i int)) {
+// parallel runs fn(0..n-1) on at most workers goroutines; four for OCSP requests is enough
+// to overlap responder timeouts without hammering a CA's responder.
+func parallel(n, workers int, fn func(i int)) {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i := 0; i < n; i++ {
+	var next atomic.Int64
+	for w := 0; w < min(n, workers); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			fn(i)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
 		}()
 	}
 	wg.Wait()
@@ -688,6 +901,17 @@ func RenderText(w io.Writer, rep *Report) {
 			role = ", " + escape.Line(t.Role)
 		}
 		fmt.Fprintf(w, "%s (%s%s)\n", escape.Line(t.Address), escape.Line(sni), role)
+		if len(t.SharedWith) > 0 {
+			fmt.Fprintf(w, "  also for    %s (same address, name and certificate: one probe)\n", escape.Line(strings.Join(t.SharedWith, ", ")))
+		}
+		switch t.Status {
+		case StatusNotProbed:
+			fmt.Fprintf(w, "  NOT PROBED  %s\n", escape.Line(t.Error))
+			continue
+		case StatusUnreachable, StatusClosed:
+			fmt.Fprintf(w, "  %-11s after %.0f ms: %s (nothing else tried)\n", strings.ToUpper(string(t.Status)), t.HandshakeMS, escape.Line(t.Error))
+			continue
+		}
 		var ps []string
 		for _, v := range tlsVersions {
 			p := v.name + " " + t.Protocols[v.name]
@@ -721,9 +945,12 @@ func RenderText(w io.Writer, rep *Report) {
 		fmt.Fprintf(w, "  chain       %s\n", escape.Line(c.Chain))
 	}
 	for _, r := range rep.Responders {
-		if r.OK {
+		switch {
+		case r.NotProbed:
+			fmt.Fprintf(w, "responder %s: NOT PROBED: %s\n", escape.Line(r.URL), escape.Line(r.Error))
+		case r.OK:
 			fmt.Fprintf(w, "responder %s: ok in %.0f ms, certificate %s\n", escape.Line(r.URL), r.LatencyMS, r.CertStatus)
-		} else {
+		default:
 			fmt.Fprintf(w, "responder %s: FAILED (%s) after %.0f ms: %s\n", escape.Line(r.URL), r.Cause, r.LatencyMS, escape.Line(r.Error))
 		}
 	}
@@ -766,13 +993,16 @@ func (h Handshake) Show() string {
 	return fmt.Sprintf("%dms", h.Dur.Milliseconds())
 }
 
-// Handshakes runs h against every target, bounded-parallel like the probe.
+// Handshakes runs h against every target, four at a time; targets that share address, SNI
+// name and certificate get one handshake.
 func Handshakes(ctx context.Context, h Handshaker, targets []Target) []Handshake {
 	out := make([]Handshake, len(targets))
-	parallel(len(targets), func(i int) {
-		t := targets[i]
-		d, st, err := h.Handshake(ctx, t)
-		out[i] = Handshake{Name: t.Name(), Dur: d, Stapled: st, Err: err}
+	groups := sameHandshakes(targets)
+	parallel(len(groups), 4, func(i int) {
+		d, st, err := h.Handshake(ctx, targets[groups[i][0]])
+		for _, j := range groups[i] {
+			out[j] = Handshake{Name: targets[j].Name(), Dur: d, Stapled: st, Err: err}
+		}
 	})
 	return out
 }
