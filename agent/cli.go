@@ -564,9 +564,10 @@ func newProbeCmd(g *globals) *cobra.Command {
 		timeout    time.Duration
 		deadline   time.Duration
 	)
+	var concurrency int
 	unknown := func(err error) error { return &exitError{code: ExitUnknown, err: err} }
 	cmd := &cobra.Command{
-		Use:   "probe [--target HOST:PORT] [--servername NAME] [--format text|json] [--timeout D]",
+		Use:   "probe [--target HOST:PORT] [--servername NAME] [--format text|json] [--timeout D] [--deadline D] [--concurrency N]",
 		Short: "Show what a client sees on 443 and whether the OCSP responders answer from this host",
 		Long: `probe handshakes with every SSL vhost of the Apache config (or --target): each of TLS 1.0,
 1.1, 1.2 and 1.3 offered alone (accepted, alert, reset, timeout), the default offer's version,
@@ -574,12 +575,25 @@ cipher and time, the staple and its status, the presented certificate (Must-Stap
 is the configured one, chain verification), and sends a real OCSP request over plain HTTP to
 each responder of the configured certificates, as mod_ssl would.
 
-Exit codes: 0 every target handshakes and every responder answers; 1 otherwise; 3 nothing
-could be probed.`,
+--concurrency targets are probed at once, each one connection at a time. A target that
+cannot be connected to, stalls or drops the connection is tried once (status unreachable,
+stalled, closed), not once per protocol. Vhosts with the same address, SNI name and
+certificate are probed once and each is reported (shared_with). At --deadline the probe
+stops: every target not finished is reported with status not_probed, and the report says
+incomplete.
+
+Exit codes: 0 every target handshakes and every responder answers; 1 otherwise, and when
+--deadline or a signal stopped the probe; 3 nothing could be probed, or bad usage.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "text" && format != "json" {
 				return unknown(fmt.Errorf("unknown --format %q: use text or json", format))
+			}
+			if concurrency < 1 {
+				return unknown(fmt.Errorf("--concurrency %d: must be at least 1 (targets probed at once)", concurrency))
+			}
+			if deadline <= 0 {
+				return unknown(fmt.Errorf("--deadline %s: must be more than 0", deadline))
 			}
 			var tg []probe.Target
 			if len(targets) > 0 {
@@ -613,9 +627,19 @@ could be probed.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
 			defer cancel()
-			rep := probe.Run(ctx, tg, timeout)
+			rep := probe.RunWith(ctx, tg, probe.Options{Timeout: timeout, Concurrency: concurrency})
 			if ctx.Err() != nil {
-				rep.Incomplete = fmt.Sprintf("stopped after --deadline %s; targets not probed by then say so", deadline)
+				why := fmt.Sprintf("stopped after --deadline %s", deadline)
+				if cmd.Context().Err() != nil {
+					why = "stopped by a signal"
+				}
+				n := 0
+				for _, t := range rep.Targets {
+					if t.Status == probe.StatusNotProbed {
+						n++
+					}
+				}
+				rep.Incomplete = fmt.Sprintf("%s; %d of %d targets not probed (status not_probed)", why, n, len(rep.Targets))
 			}
 			if format == "json" {
 				enc := json.NewEncoder(g.stdout)
@@ -639,7 +663,8 @@ could be probed.`,
 	cmd.Flags().StringVar(&servername, "servername", "", "SNI name for --target")
 	cmd.Flags().StringVar(&format, "format", "text", "output: text or json")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "timeout for each handshake and OCSP request")
-	cmd.Flags().DurationVar(&deadline, "deadline", 2*time.Minute, "stop the whole probe after this long (SIGTERM stops it at once)")
+	cmd.Flags().DurationVar(&deadline, "deadline", 2*time.Minute, "stop the whole probe after this long and report what is not probed (SIGTERM stops it at once)")
+	cmd.Flags().IntVar(&concurrency, "concurrency", probe.DefaultConcurrency(), "targets probed at once, one connection each (default: 4 a core, at least 4)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return unknown(err) })
 	return cmd
 }
