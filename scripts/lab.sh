@@ -42,6 +42,15 @@
 #                  refuses `ServerName *.star.test`, "Invalid ServerName ... use ServerAlias".)
 # and mod_info, so `apache2 -t -D DUMP_CONFIG` answers.
 #
+# With VHOSTS=N, N more SSL vhosts on the HTTPS port as cPanel writes an account's (one
+# <VirtualHost 127.0.0.1:HTTPS_PORT> each, ServerName siteI.test, its own certificate file):
+# site1.test .. siteN.test, each certificate issued by the lab CA with the lab's responder as
+# its OCSP URL (so each staples "good"), all on one RSA key (generating N keys would take
+# minutes). For the probe at scale (scripts/bench-probe.sh). STAPLING_CACHE=BYTES sizes the
+# SSLStaplingCache (default cPanel's 256000): an `openssl ocsp` response here is ~1.6 KB, so
+# cPanel's cache holds about 150 of them and with more stapled vhosts mod_ssl keeps evicting
+# and fetching again from the responder, one at a time under its mutex.
+#
 # With FRONT=nginx, Debian's nginx in front of Apache as cPanel's ea-nginx puts it (FACTS.md
 # section 12; CpanelInc/ea-nginx: nginx.conf, ea-nginx.conf.tt, server.conf.tt, cpanel-proxy.conf):
 #   HTTPS_PORT      nginx (the public port: what clients and `handshake` use); it proxies each
@@ -710,6 +719,7 @@ build() {
   local https=$public front=${FRONT:-}
   local tenants=${TENANTS:-0} dead="" http="" tenant_modules="" tenant_vhosts=""
   local shapes=${SHAPES:-0} any="" v6=0 shapes_modules="" shapes_vhosts="" shapes_proxy=""
+  local vhosts=${VHOSTS:-0} many_vhosts="" i
   printf 'HTTPS_PORT=%s\nOCSP_PORT=%s\n' "$public" "$ocsp" >"$dir/lab.env"
   case "$front" in
     "") ;;
@@ -777,7 +787,36 @@ EOF
       leaf any.test 5a09 ""
       leaf star.test 5a0a "" "" "star.test *.star.test"
     fi
+    if [ "$vhosts" -gt 0 ]; then
+      # One process a certificate: `req -x509 -CA` (OpenSSL 3.0) signs with the lab CA, and
+      # a config of its own keeps req's default v3_ca extensions (CA:TRUE) off the leaves.
+      openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out many.key 2>/dev/null
+      printf '[req]\ndistinguished_name=dn\n[dn]\n' >many.cnf
+      local n serial end=""
+      for i in $(seq "$vhosts"); do
+        n=site$i.test serial=$(printf '6%05X' "$i")
+        openssl req -config many.cnf -new -key many.key -subj "/CN=$n" -x509 -CA ca.crt -CAkey ca.key \
+          -set_serial "0x$serial" -days 20 -addext "subjectAltName=DNS:$n" \
+          -addext "authorityInfoAccess=OCSP;URI:http://127.0.0.1:$ocsp/" \
+          -addext "extendedKeyUsage=serverAuth" -out "$n.crt" 2>/dev/null
+        [ -n "$end" ] || end=$(date -u -d "$(openssl x509 -in "$n.crt" -noout -enddate | cut -d= -f2)" +%y%m%d%H%M%SZ)
+        printf 'V\t%s\t\t%s\tunknown\t/CN=%s\n' "$end" "$serial" "$n" >>index.txt
+        cat "$n.crt" many.key ca.crt >"$dir/etc/apache2/ssl/$n.combined"
+      done
+    fi
   )
+  for i in $(seq "$vhosts"); do
+    many_vhosts+="
+<VirtualHost 127.0.0.1:$https>
+    ServerName site$i.test
+    DocumentRoot htdocs
+    <IfModule ssl_module>
+        SSLEngine on
+        SSLCertificateFile ssl/site$i.test.combined
+    </IfModule>
+    IncludeOptional \"conf.d/userdata/ssl/2_4/site$i/site$i.test/*.conf\"
+</VirtualHost>"
+  done
 
   # EA4 loads its modules from conf.modules.d, one file per package (ea-apache24-mod_ssl ...).
   mkdir -p "$dir/etc/apache2/conf.modules.d"
@@ -811,7 +850,7 @@ Include conf.d/includes/pre_main_global.conf
 <IfModule ssl_module>
     <IfModule socache_shmcb_module>
         SSLUseStapling On
-        SSLStaplingCache shmcb:stapling_cache_shmcb(256000)
+        SSLStaplingCache shmcb:stapling_cache_shmcb(${STAPLING_CACHE:-256000})
     </IfModule>
     SSLStaplingReturnResponderErrors off
     SSLStaplingErrorCacheTimeout 60
@@ -833,7 +872,7 @@ Include conf.d/includes/pre_virtualhost_global.conf
     </IfModule>
     IncludeOptional "conf.d/userdata/ssl/2_4/shop/shop.test/*.conf"
 </VirtualHost>
-${shapes_vhosts}${tenant_vhosts}${shapes_proxy}
+${many_vhosts}${shapes_vhosts}${tenant_vhosts}${shapes_proxy}
 Include conf.d/includes/post_virtualhost_global.conf
 EOF
   rm -f "$dir/etc/apache2/conf.d/mustaple.conf"
@@ -927,6 +966,9 @@ case "$cmd" in
       six="v6.test on [::1] and 127.0.0.1"
       [ "$IPV6" = 1 ] || six="v6.test left out (no IPv6)"
       echo "shapes: $six, _wildcard_.wild.test (*.wild.test), noocsp.test and host.test (cPanel's SSLUseStapling off), any.test and star.test (*.star.test) on *:$ANY_PORT"
+    fi
+    if [ "${VHOSTS:-0}" -gt 0 ]; then
+      echo "vhosts: site1.test .. site$VHOSTS.test on 127.0.0.1:$HTTPS_PORT"
     fi
     if [ "${TENANTS:-0}" = 1 ]; then
       echo "tenants: alice.test, mallory.test (OCSP URL 127.0.0.1:$DEAD_OCSP_PORT, nothing listens; forge.php, cgi-bin/forge.cgi)"
