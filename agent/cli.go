@@ -628,16 +628,16 @@ Exit codes: 0 every target handshakes and every responder answers; 1 otherwise, 
 			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
 			defer cancel()
 			rep := probe.RunWith(ctx, tg, probe.Options{Timeout: timeout, Concurrency: concurrency})
-			if ctx.Err() != nil {
+			n := 0
+			for _, t := range rep.Targets {
+				if t.Status == probe.StatusNotProbed {
+					n++
+				}
+			}
+			if ctx.Err() != nil || n > 0 {
 				why := fmt.Sprintf("stopped after --deadline %s", deadline)
 				if cmd.Context().Err() != nil {
 					why = "stopped by a signal"
-				}
-				n := 0
-				for _, t := range rep.Targets {
-					if t.Status == probe.StatusNotProbed {
-						n++
-					}
 				}
 				rep.Incomplete = fmt.Sprintf("%s; %d of %d targets not probed (status not_probed)", why, n, len(rep.Targets))
 			}

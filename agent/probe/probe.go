@@ -431,14 +431,26 @@ var ErrUnreachable = errors.New("unreachable")
 // errCutShort is a handshake the probe's own deadline (or a signal) ended, not the target.
 var errCutShort = errors.New("cut short")
 
+// ended reports whether ctx is over: cancelled, or its deadline passed. The clock is read
+// too: under load the deadline's timer can fire after the deadline has passed, and a
+// handshake started then would fail at once with its own "i/o timeout", taken for the
+// target's.
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
 func dialTLS(parent context.Context, address string, cfg *tls.Config, timeout time.Duration) (*tls.Conn, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	start := time.Now()
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", address)
 	if err != nil {
-		if parent.Err() != nil {
-			return nil, time.Since(start), fmt.Errorf("%w while connecting: %w", errCutShort, parent.Err())
+		if ended(parent) {
+			return nil, time.Since(start), fmt.Errorf("%w while connecting", errCutShort)
 		}
 		return nil, time.Since(start), fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
@@ -446,8 +458,8 @@ func dialTLS(parent context.Context, address string, cfg *tls.Config, timeout ti
 	if err := c.HandshakeContext(ctx); err != nil {
 		_ = raw.Close() // the handshake's error is the one to report
 		switch {
-		case parent.Err() != nil:
-			return nil, time.Since(start), fmt.Errorf("%w during the handshake: %w", errCutShort, parent.Err())
+		case ended(parent):
+			return nil, time.Since(start), fmt.Errorf("%w during the handshake", errCutShort)
 		case ctx.Err() != nil:
 			return nil, time.Since(start), fmt.Errorf("%w (%v)", ErrStalled, err)
 		}
@@ -488,7 +500,7 @@ func notProbed(r *TargetResult, why string) {
 
 func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult {
 	r := TargetResult{Address: t.Address, ServerName: t.ServerName, VHost: t.VHost, Role: t.Role, Protocols: map[string]string{}, Alerts: map[string]string{}}
-	if ctx.Err() != nil {
+	if ended(ctx) {
 		notProbed(&r, "not probed: the probe's deadline came first")
 		return r
 	}
@@ -835,7 +847,7 @@ func Responders(ctx context.Context, targets []Target, timeout time.Duration) []
 	out := make([]ResponderResult, len(keys))
 	parallel(len(keys), 4, func(i int) {
 		out[i] = probeResponder(ctx, keys[i], urls[keys[i]], timeout)
-		if ctx.Err() != nil && !out[i].OK {
+		if ended(ctx) && !out[i].OK {
 			out[i] = ResponderResult{URL: keys[i], NotProbed: true, Error: "not probed: the probe's deadline came first"}
 		}
 	})
