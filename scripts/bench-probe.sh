@@ -123,6 +123,7 @@ targets=$(grep -c '"status": "probed"' "$work/out.probe" || true)
 stapled=$(grep -c '"present": true' "$work/out.probe" || true)
 ref_stapled=$(grep -c '^1$' "$work/out.sclient" || true)
 
+: >"$work/holes.txt"
 "$work/holes" "$holes" >"$work/holes.txt" &
 holes_pid=$!
 for _ in $(seq 100); do [ "$(wc -l <"$work/holes.txt")" -ge "$holes" ] && break; sleep 0.05; done
