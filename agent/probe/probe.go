@@ -738,8 +738,8 @@ type Options struct {
 
 // DefaultConcurrency is 4 handshakes a core, at least 4: a handshake waits on the server's
 // signature (mod_ssl's RSA sign is its main cost), so a few per core keep both sides busy,
-// and more only queue in Apache's accept backlog. Measured on the lab (scripts/bench-probe.sh):
-// 500 vhosts on 2 cores were no faster at 16 or 32 than at 8.
+// and more only queue in Apache's accept backlog. Measured on the lab (500 vhosts, 2 cores
+// shared with other work, so noisy): 4, 8 and 16 within the noise of each other, 32 slower.
 func DefaultConcurrency() int { return max(4, 4*runtime.GOMAXPROCS(0)) }
 
 // Run probes targets (TLS) and the OCSP URLs of their configured certificates, with the
