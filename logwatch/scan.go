@@ -321,11 +321,24 @@ func scanFile(ctx context.Context, f histFile, lf *Format, since, until time.Tim
 		}
 		skipPartial = off > 0
 	}
-	err = scanStream(ctx, r, lf, skipPartial, st, func(ev Event) {
+	inWindow := func(ev Event) {
 		if !ev.Time.Before(since) && ev.Time.Before(until) {
 			fn(ev)
 		}
-	}, flush)
+	}
+	err = errCannotMap
+	if fh, ok := r.(*os.File); ok {
+		// A plain file is read through mappings (scanMapped: no copy of every byte), or, where
+		// the kernel will not map it, with read() below, from where it stands.
+		off, serr := fh.Seek(0, io.SeekCurrent)
+		if serr != nil {
+			return fmt.Errorf("read %s: %w", f.path, serr)
+		}
+		err = scanMapped(ctx, fh, off, lf, skipPartial, st, inWindow, flush)
+	}
+	if errors.Is(err, errCannotMap) {
+		err = scanStream(ctx, r, lf, skipPartial, st, inWindow, flush)
+	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", f.path, err)
 	}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench-audit.sh: time the audit against reference tools on the same error_log, in one run.
 #
-#   scripts/bench-audit.sh            # 500 MB log, checks the targets, exit 1 if one is missed
+#   scripts/bench-audit.sh            # 2 GB log, checks the targets, exit 1 if one is missed
 #   BENCH_SIZE=20MB BENCH_CHECK=0 scripts/bench-audit.sh   # smoke run, figures only
 #
 # Measures, on one generated cPanel error_log (scripts/genlog: PHP-FPM, ModSecurity, authz,
@@ -12,7 +12,7 @@
 #   grep    grep -c AH01941
 #   f2b     fail2ban-regex with the equivalent line-anchored filter (apt package fail2ban)
 # and on a second host with a year of history (error_log, error_log.bkup and 12 archives
-# archive/error_log-MM-YYYY.gz, each BENCH_SIZE/4 before gzip):
+# archive/error_log-MM-YYYY.gz, each BENCH_YEAR_PART before gzip, default BENCH_SIZE/16):
 #   year    stapling-agent audit over all of it
 #   rgz     rg -z -c AH01941 over the same files
 # Wall times (ns clock around each run) are the median of BENCH_RUNS (default 5, interleaved
@@ -22,7 +22,7 @@
 # audit RSS < 30 MB (issue 3: at most 16 MB above a run over an empty log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-size=${BENCH_SIZE:-500MB}
+size=${BENCH_SIZE:-2GB}
 check=${BENCH_CHECK:-1}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -42,7 +42,7 @@ log="$work/host/var/log/apache2/error_log"
 scripts/sample-host.sh "$work/year" >/dev/null
 ylog="$work/year/var/log/apache2/error_log"
 mkdir -p "$(dirname "$ylog")/archive"
-quarter="$(( $(stat -c %s "$log") / 4096 ))KB"
+quarter=${BENCH_YEAR_PART:-"$(( $(stat -c %s "$log") / 16384 ))KB"}
 for m in $(seq 12 -1 1); do
   end=$(date -u -d "-$((m + 1)) month" +%Y-%m-%dT%H:%M:%SZ)
   "$work/genlog" -size "$quarter" -span 720h -end "$end" -seed "$m" |
