@@ -491,6 +491,34 @@ func handshakeOutcome(err error) (string, string) {
 	return "error", escape.Line(err.Error())
 }
 
+// versionSeen ends a protocol-only handshake as soon as the server has answered the offer
+// with its version and certificate (tls.Config.VerifyConnection runs then): whether a
+// version is accepted is known, and the rest of the handshake (the client's key exchange,
+// the signature check, both Finished messages, the server's session ticket) would only cost
+// both sides CPU. The server sees the client abort with an alert (mod_ssl logs that at
+// LogLevel info, below cPanel's default warn).
+type versionSeen struct{ version uint16 }
+
+func (versionSeen) Error() string { return "version seen" }
+
+// offerVersions offers lo..hi alone and returns the version the server picked, or the
+// handshake's error (an alert when it shares none of them).
+func offerVersions(ctx context.Context, t Target, lo, hi uint16, timeout time.Duration) (uint16, error) {
+	cfg := &tls.Config{ServerName: t.ServerName, MinVersion: lo, MaxVersion: hi, InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error { return versionSeen{cs.Version} }}
+	c, _, err := dialTLS(ctx, t.Address, cfg, timeout)
+	if c != nil { // not reached: VerifyConnection always ends the handshake
+		v := c.ConnectionState().Version
+		_ = c.Close()
+		return v, nil
+	}
+	var seen versionSeen
+	if errors.As(err, &seen) {
+		return seen.version, nil
+	}
+	return 0, err
+}
+
 // notProbed marks r as cut short by the probe's deadline or a signal: why, and nothing else.
 func notProbed(r *TargetResult, why string) {
 	r.Status, r.Error = StatusNotProbed, why
@@ -548,14 +576,13 @@ func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult
 	if err == nil {
 		r.Protocols[protocolName(cs.Version)] = "accepted"
 	}
-	lc, _, lerr := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11, InsecureSkipVerify: true}, timeout)
+	lv, lerr := offerVersions(ctx, t, tls.VersionTLS10, tls.VersionTLS11, timeout)
 	switch out, detail := handshakeOutcome(lerr); {
 	case errors.Is(lerr, errCutShort):
 		notProbed(&r, "not probed: the probe's deadline came during its TLS 1.0-1.1 handshake")
 		return r
-	case lc != nil:
-		r.Protocols[protocolName(lc.ConnectionState().Version)] = "accepted"
-		_ = lc.Close()
+	case lerr == nil:
+		r.Protocols[protocolName(lv)] = "accepted"
 	case out == "alert":
 		for _, name := range []string{"TLS1.0", "TLS1.1"} {
 			r.Protocols[name], r.Alerts[name] = out, detail
@@ -565,10 +592,7 @@ func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult
 		if _, ok := r.Protocols[v.name]; ok {
 			continue
 		}
-		c, _, err := dialTLS(ctx, t.Address, &tls.Config{ServerName: t.ServerName, MinVersion: v.v, MaxVersion: v.v, InsecureSkipVerify: true}, timeout)
-		if c != nil {
-			c.Close()
-		}
+		_, err := offerVersions(ctx, t, v.v, v.v, timeout)
 		if errors.Is(err, errCutShort) {
 			notProbed(&r, fmt.Sprintf("not probed: the probe's deadline came during its %s handshake", v.name))
 			return r

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"sort"
 	"strings"
@@ -399,5 +400,44 @@ func TestRenderTextStatuses(t *testing.T) {
 	}
 	if strings.Contains(out, "protocols") {
 		t.Errorf("protocols listed for targets never reached:\n%s", out)
+	}
+}
+
+// The protocols of a server that speaks only TLS 1.1 and 1.2: the default offer negotiates
+// 1.2; the TLS 1.0-1.1 offer is answered with 1.1 (found as soon as the server says so, the
+// handshake then abandoned), so 1.0 is asked alone and refused; 1.3 alone is refused.
+func TestProbeVersionWindow(t *testing.T) {
+	cert, _ := serverCert(t, "old.test")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS12}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c := tls.Server(raw, cfg)
+				if c.Handshake() == nil {
+					_, _ = io.Copy(io.Discard, c)
+				}
+				c.Close()
+			}()
+		}
+	}()
+	rep := probe.RunWith(context.Background(), []probe.Target{{Address: ln.Addr().String(), ServerName: "old.test"}}, probe.Options{Timeout: 5 * time.Second})
+	got := rep.Targets[0]
+	want := map[string]string{"TLS1.0": "alert", "TLS1.1": "accepted", "TLS1.2": "accepted", "TLS1.3": "alert"}
+	if got.Status != probe.StatusProbed || !maps.Equal(got.Protocols, want) || got.Negotiated.Version != "TLS 1.2" {
+		t.Fatalf("status %s, protocols %v (want %v), negotiated %q, error %q", got.Status, got.Protocols, want, got.Negotiated.Version, got.Error)
 	}
 }
