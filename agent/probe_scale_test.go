@@ -6,10 +6,10 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stapling-agent/stapling-agent/agent/internal/nettest"
 	"github.com/stapling-agent/stapling-agent/agent/probe"
 )
 
@@ -34,31 +34,6 @@ func TestProbeConcurrencyFlag(t *testing.T) {
 	}
 }
 
-// blackHoleAddr is a local port that connects nobody: backlog 0 with its one slot taken, so
-// the kernel drops further SYNs and a connect times out (a closed port would refuse at once).
-func blackHoleAddr(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, _ := syscall.Getsockname(fd)
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	filler, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatalf("fill the queue of %s: %v", addr, err)
-	}
-	t.Cleanup(func() { filler.Close() })
-	return addr
-}
-
 // 50 vhost addresses that black-hole, through the command: with a 2 s --deadline the probe
 // stops (a correctness bound, generous), reports each target exactly once, unreachable (with
 // the timeout) or not_probed, says it is incomplete, and exits 1. With time enough and one
@@ -67,7 +42,7 @@ func TestProbeCommandDeadlineBlackHoles(t *testing.T) {
 	var args []string
 	addrs := map[string]bool{}
 	for i := 0; i < 50; i++ {
-		a := blackHoleAddr(t)
+		a := nettest.BlackHole(t)
 		addrs[a] = true
 		args = append(args, "--target", a)
 	}

@@ -11,10 +11,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/stapling-agent/stapling-agent/agent/internal/nettest"
 	"github.com/stapling-agent/stapling-agent/agent/probe"
 )
 
@@ -192,35 +192,6 @@ func TestProbeSameHandshakesOnce(t *testing.T) {
 	}
 }
 
-// blackHole is a local port that connects nobody: a listening socket with a backlog of 0
-// whose one queue slot is taken, so the kernel drops every further SYN and a client's
-// connect times out, as towards a firewalled address (a closed port would refuse at once).
-func blackHole(t *testing.T) string {
-	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-	filler, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		t.Fatalf("fill the queue of %s: %v", addr, err)
-	}
-	t.Cleanup(func() { filler.Close() })
-	return addr
-}
-
 // closedPort is a local port where nothing listens: a connect is refused at once.
 func closedPort(t *testing.T) string {
 	t.Helper()
@@ -287,7 +258,7 @@ func TestProbeFirstFailureTriedOnce(t *testing.T) {
 		errWant string
 	}{
 		{"refused", closedPort(t), nil, probe.StatusUnreachable, "connection refused"},
-		{"black hole", blackHole(t), nil, probe.StatusUnreachable, "timeout"},
+		{"black hole", nettest.BlackHole(t), nil, probe.StatusUnreachable, "timeout"},
 		{"closes at once", dropAddr, dropped, probe.StatusClosed, ""},
 		{"never answers", holdAddr, held, probe.StatusStalled, "stalled"},
 	}
@@ -351,7 +322,7 @@ func TestProbeConcurrencyBound(t *testing.T) {
 func TestProbeDeadlineMarksTheRest(t *testing.T) {
 	var targets []probe.Target
 	for i := 0; i < 20; i++ {
-		targets = append(targets, probe.Target{Address: blackHole(t), ServerName: "site.test"})
+		targets = append(targets, probe.Target{Address: nettest.BlackHole(t), ServerName: "site.test"})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()

@@ -1,0 +1,40 @@
+// Package nettest has the network fixtures the probe's tests share.
+package nettest
+
+import (
+	"fmt"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BlackHole is a local port that connects nobody: a listening socket with a backlog of 0
+// whose one queue slot is taken, so the kernel drops every further SYN and a client's connect
+// times out, as towards a firewalled address (a closed port would refuse at once). Both
+// sockets close when the test ends.
+func BlackHole(t testing.TB) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	filler, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("fill the queue of %s: %v", addr, err)
+	}
+	t.Cleanup(func() { filler.Close() })
+	return addr
+}
