@@ -152,7 +152,7 @@ func (r *fileRun) read(ctx context.Context, j scanJob, lf *Format) {
 		return nil
 	}
 	err := scanFile(ctx, j.file, lf, j.since, j.until, &st, func(ev Event) { events = append(events, ev) }, func() error { return put(true) })
-	put(false)
+	_ = put(false) // the last piece; a caller that is gone has stopped reading (errStopped)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.done, r.err = true, err

@@ -19,7 +19,7 @@ func BlackHole(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
+	t.Cleanup(func() { _ = syscall.Close(fd) })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +35,6 @@ func BlackHole(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("fill the queue of %s: %v", addr, err)
 	}
-	t.Cleanup(func() { filler.Close() })
+	t.Cleanup(func() { _ = filler.Close() })
 	return addr
 }
