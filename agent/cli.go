@@ -595,6 +595,9 @@ Exit codes: 0 every target handshakes and every responder answers; 1 otherwise, 
 			if deadline <= 0 {
 				return unknown(fmt.Errorf("--deadline %s: must be more than 0", deadline))
 			}
+			if timeout <= 0 {
+				return unknown(fmt.Errorf("--timeout %s: must be more than 0", timeout))
+			}
 			var tg []probe.Target
 			if len(targets) > 0 {
 				for _, t := range targets {
@@ -628,18 +631,25 @@ Exit codes: 0 every target handshakes and every responder answers; 1 otherwise, 
 			ctx, cancel := context.WithTimeout(cmd.Context(), deadline)
 			defer cancel()
 			rep := probe.RunWith(ctx, tg, probe.Options{Timeout: timeout, Concurrency: concurrency})
-			n := 0
+			n, nr := 0, 0
 			for _, t := range rep.Targets {
 				if t.Status == probe.StatusNotProbed {
 					n++
 				}
 			}
-			if ctx.Err() != nil || n > 0 {
+			for _, r := range rep.Responders {
+				if r.NotProbed {
+					nr++
+				}
+			}
+			// Incomplete only when something was cut short: a deadline passing just after
+			// the last answer leaves a complete report.
+			if n > 0 || nr > 0 {
 				why := fmt.Sprintf("stopped after --deadline %s", deadline)
 				if cmd.Context().Err() != nil {
 					why = "stopped by a signal"
 				}
-				rep.Incomplete = fmt.Sprintf("%s; %d of %d targets not probed (status not_probed)", why, n, len(rep.Targets))
+				rep.Incomplete = fmt.Sprintf("%s; %d of %d targets and %d of %d responders not probed (not_probed)", why, n, len(rep.Targets), nr, len(rep.Responders))
 			}
 			if format == "json" {
 				enc := json.NewEncoder(g.stdout)

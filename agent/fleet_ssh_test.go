@@ -274,7 +274,6 @@ func TestFleetOverSSH(t *testing.T) {
 		for _, h := range hosts {
 			_ = exec.Command("ssh", "-o", "ControlPath="+cp+"/%C", "-O", "exit", "root@"+h.addr).Run()
 		}
-		_ = exec.Command("pkill", "-f", "ControlPath="+cp).Run()
 		_ = os.RemoveAll(cp)
 	})
 	playbook := func(args ...string) (string, int, time.Duration) {

@@ -32,6 +32,9 @@ func TestProbeConcurrencyFlag(t *testing.T) {
 	if r := runAgent(t, nil, "probe", "--target", "127.0.0.1:1", "--deadline", "0s"); r.code != ExitUnknown || !strings.Contains(r.stderr, "--deadline 0s") {
 		t.Fatalf("--deadline 0s: %+v", r)
 	}
+	if r := runAgent(t, nil, "probe", "--target", "127.0.0.1:1", "--timeout", "0s"); r.code != ExitUnknown || !strings.Contains(r.stderr, "--timeout 0s") {
+		t.Fatalf("--timeout 0s: %+v", r)
+	}
 }
 
 // 50 vhost addresses that black-hole, through the command: with a 2 s --deadline the probe
@@ -76,7 +79,7 @@ func TestProbeCommandDeadlineBlackHoles(t *testing.T) {
 		}
 	}
 	if code != ExitFailed || len(rep.Targets) != 50 || count[probe.StatusNotProbed] == 0 ||
-		!strings.Contains(rep.Incomplete, fmt.Sprintf("stopped after --deadline 2s; %d of 50 targets not probed", count[probe.StatusNotProbed])) {
+		!strings.Contains(rep.Incomplete, fmt.Sprintf("stopped after --deadline 2s; %d of 50 targets and", count[probe.StatusNotProbed])) {
 		t.Fatalf("exit %d, statuses %v, incomplete %q", code, count, rep.Incomplete)
 	}
 

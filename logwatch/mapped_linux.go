@@ -75,8 +75,11 @@ func (m *mapping) unmap() error {
 //
 // A file truncated while mapped faults on its lost pages: the fault is turned into a panic for
 // this goroutine only (debug.SetPanicOnFault), recovered here when it is in the mapping, and
-// returned as errShrank; any other panic goes on. Events hold copies (strings), never the
-// mapped bytes.
+// returned as errShrank (or as a read fault when the file did not shrink: an I/O error); any
+// other panic goes on. A file cut inside the page being read reads as zeros up to the page's
+// end, as read() would have returned the bytes before the cut. The size is the file's at the
+// start: lines appended during the scan are not read (the audit's window ends at its start
+// anyway). Events hold copies (strings), never the mapped bytes.
 func scanMapped(ctx context.Context, fh *os.File, off int64, lf *Format, skipPartial bool, st *ScanStats, fn func(Event), flush func() error) (err error) {
 	info, err := fh.Stat()
 	if err != nil {
@@ -100,7 +103,12 @@ func scanMapped(ctx context.Context, fh *os.File, off int64, lf *Format, skipPar
 				base = uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
 			}
 			if a := fault.Addr(); a >= base && a < base+uintptr(len(m.data)) {
+				// A fault in the mapping: the file lost pages we had (shrank), or the
+				// kernel could not read them (an I/O error).
 				err = errShrank
+				if fi, serr := m.f.Stat(); serr != nil || fi.Size() >= m.end {
+					err = fmt.Errorf("read fault at offset %d of the mapped file (an I/O error?)", m.start+int64(a-base))
+				}
 				return
 			}
 		}

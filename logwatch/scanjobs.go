@@ -44,14 +44,17 @@ var errStopped = errors.New("history scan stopped")
 // order given, and calls fn in that order, the events of each file in log order: exactly
 // the calls and stats of reading them one after the other. Decompressing a year of gzip
 // archives is most of a year's audit; a file waits for a reader only behind the files
-// before it, so the oldest file, the one being delivered, always has one.
+// before it, so the oldest file, the one being delivered, always has one. A file's slot is
+// given back when the file has been delivered, not when it has been read: at most
+// GOMAXPROCS files are read or waiting, so at most GOMAXPROCS x maxQueued events are held.
 //
 // Stats count what was delivered: a reader ahead of the caller may have read further when
 // an error or ctx ends the scan. The caller looks at ctx between buffers, as a single
 // reader does, so cancellation still takes effect within one buffer of the file being
-// delivered; the readers ahead stop at their next read, and scanJobs returns after every
-// goroutine it started has.
+// delivered; when the scan ends early (an error, a cancellation) the readers ahead are
+// cancelled too, and scanJobs returns after every goroutine it started has.
 func scanJobs(ctx context.Context, jobs []scanJob, lf *Format, fn func(Event)) (ScanStats, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	var st ScanStats
 	runs := make([]*fileRun, len(jobs))
 	for i := range runs {
@@ -61,9 +64,10 @@ func scanJobs(ctx context.Context, jobs []scanJob, lf *Format, fn func(Event)) (
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Add(1)
-	go func() { // starts the readers in order, at most GOMAXPROCS running
+	// A slot is taken by a reader and given back when its file is delivered.
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
+	go func() { // starts the readers in order, at most GOMAXPROCS unread or undelivered
 		defer wg.Done()
-		slots := make(chan struct{}, runtime.GOMAXPROCS(0))
 		for i, j := range jobs {
 			select {
 			case slots <- struct{}{}:
@@ -73,12 +77,12 @@ func scanJobs(ctx context.Context, jobs []scanJob, lf *Format, fn func(Event)) (
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-slots }()
 				runs[i].read(ctx, j, lf)
 			}()
 		}
 	}()
 	defer func() {
+		cancel() // readers ahead of an early end stop at their next buffer
 		close(stop)
 		for _, r := range runs {
 			r.mu.Lock()
@@ -127,6 +131,7 @@ func scanJobs(ctx context.Context, jobs []scanJob, lf *Format, fn func(Event)) (
 		if err != nil {
 			return st, err
 		}
+		<-slots // file i is delivered: its slot goes to the next file
 	}
 	return st, nil
 }

@@ -154,12 +154,14 @@ func TestScanJobsCancelLeavesNoGoroutines(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancel at event %d: err = %v", at, err)
 		}
-		// The readers have returned (scanJobs waited for them); let them finish exiting.
-		for i := 0; runtime.NumGoroutine() > before && i < 10000; i++ {
-			runtime.Gosched()
+		// The readers have returned (scanJobs waited for them); a goroutine past its wg.Done is
+		// still counted until it has exited: give them (on a loaded machine) a few seconds.
+		for deadline := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > before && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
 		}
 		if n := runtime.NumGoroutine(); n > before {
-			t.Fatalf("cancel at event %d: %d goroutines left, %d before", at, n, before)
+			buf := make([]byte, 1<<16)
+			t.Fatalf("cancel at event %d: %d goroutines left, %d before:\n%s", at, n, before, buf[:runtime.Stack(buf, true)])
 		}
 	}
 }

@@ -99,12 +99,12 @@ const (
 	// StatusStalled: connected, but the default handshake got no answer within the timeout
 	// (ErrStalled); nothing else is tried.
 	StatusStalled Status = "stalled"
-	// StatusClosed: connected, but the server closed or reset the connection without a TLS
-	// answer (no TLS there, or a server dropping clients); nothing else is tried.
+	// StatusClosed: connected, but the server closed or reset the connection, or answered
+	// with something that is not TLS (plain HTTP on the port); nothing else is tried.
 	StatusClosed Status = "closed"
 	// StatusHandshakeFailed: the default offer got a TLS alert (an old-protocols-only
-	// server, a missing certificate for the name); each protocol is still tried, the server
-	// answers TLS.
+	// server, a missing certificate for the name) or an answer the client could not take
+	// (a certificate it cannot parse); each protocol is still tried, the server answers TLS.
 	StatusHandshakeFailed Status = "handshake_failed"
 	// StatusNotProbed: the probe's deadline (or a signal) came before the target was
 	// finished; Error says which part was cut short.
@@ -561,10 +561,13 @@ func probeTLS(ctx context.Context, t Target, timeout time.Duration) TargetResult
 				r.Protocols[v.name] = "stalled"
 			}
 			return r
-		case out != "alert":
-			r.Status = StatusClosed
+		case out == "reset", errors.As(err, new(tls.RecordHeaderError)):
+			r.Status = StatusClosed // dropped, or no TLS there at all
 			return r
 		}
+		// An alert, or a TLS answer the client could not take (a certificate it cannot
+		// parse, a version it does not speak): the server answers TLS, so each protocol is
+		// still tried.
 		r.Status = StatusHandshakeFailed
 	}
 	// What one handshake already answers is not asked again. The default offer (TLS 1.2-1.3)

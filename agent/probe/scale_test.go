@@ -412,3 +412,44 @@ func TestProbeVersionWindow(t *testing.T) {
 		t.Fatalf("status %s, protocols %v (want %v), negotiated %q, error %q", got.Status, got.Protocols, want, got.Negotiated.Version, got.Error)
 	}
 }
+
+// A server whose answer the client cannot take (a certificate it cannot parse) still speaks
+// TLS: handshake_failed, its protocols tried; a port that answers plain HTTP is closed, with
+// nothing else tried.
+func TestProbeNoTLSAndBadCertificate(t *testing.T) {
+	good, _ := serverCert(t, "bad.test")
+	bad := tls.Certificate{Certificate: [][]byte{[]byte("not a certificate")}, PrivateKey: good.PrivateKey}
+	serve := func(handle func(net.Conn)) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		t.Cleanup(func() { ln.Close(); wg.Wait() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				wg.Add(1)
+				go func() { defer wg.Done(); handle(c); c.Close() }()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	tlsAddr := serve(func(c net.Conn) { _ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{bad}}).Handshake() })
+	httpAddr := serve(func(c net.Conn) {
+		_, _ = c.Read(make([]byte, 4096))
+		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+	})
+	rep := probe.RunWith(context.Background(), []probe.Target{{Address: tlsAddr, ServerName: "bad.test"}, {Address: httpAddr, ServerName: "http.test"}}, probe.Options{Timeout: 5 * time.Second})
+	if got := rep.Targets[0]; got.Status != probe.StatusHandshakeFailed || len(got.Protocols) != 4 || !strings.Contains(got.Error, "certificate") {
+		t.Errorf("unparseable certificate: status %s, protocols %v, error %q", got.Status, got.Protocols, got.Error)
+	}
+	if got := rep.Targets[1]; got.Status != probe.StatusClosed || len(got.Protocols) != 0 {
+		t.Errorf("plain HTTP: status %s, protocols %v, error %q", got.Status, got.Protocols, got.Error)
+	}
+}
