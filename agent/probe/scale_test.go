@@ -379,33 +379,14 @@ func TestRenderTextStatuses(t *testing.T) {
 // handshake then abandoned), so 1.0 is asked alone and refused; 1.3 alone is refused.
 func TestProbeVersionWindow(t *testing.T) {
 	cert, _ := serverCert(t, "old.test")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS12}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c := tls.Server(raw, cfg)
-				if c.Handshake() == nil {
-					_, _ = io.Copy(io.Discard, c)
-				}
-				c.Close()
-			}()
+	addr := serveTCP(t, func(raw net.Conn) {
+		c := tls.Server(raw, cfg)
+		if c.Handshake() == nil {
+			_, _ = io.Copy(io.Discard, c)
 		}
-	}()
-	rep := probe.RunWith(context.Background(), []probe.Target{{Address: ln.Addr().String(), ServerName: "old.test"}}, probe.Options{Timeout: 5 * time.Second})
+	})
+	rep := probe.RunWith(context.Background(), []probe.Target{{Address: addr, ServerName: "old.test"}}, probe.Options{Timeout: 5 * time.Second})
 	got := rep.Targets[0]
 	want := map[string]string{"TLS1.0": "alert", "TLS1.1": "accepted", "TLS1.2": "accepted", "TLS1.3": "alert"}
 	if got.Status != probe.StatusProbed || !maps.Equal(got.Protocols, want) || got.Negotiated.Version != "TLS 1.2" {
@@ -419,29 +400,8 @@ func TestProbeVersionWindow(t *testing.T) {
 func TestProbeNoTLSAndBadCertificate(t *testing.T) {
 	good, _ := serverCert(t, "bad.test")
 	bad := tls.Certificate{Certificate: [][]byte{[]byte("not a certificate")}, PrivateKey: good.PrivateKey}
-	serve := func(handle func(net.Conn)) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() { defer wg.Done(); handle(c); c.Close() }()
-			}
-		}()
-		return ln.Addr().String()
-	}
-	tlsAddr := serve(func(c net.Conn) { _ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{bad}}).Handshake() })
-	httpAddr := serve(func(c net.Conn) {
+	tlsAddr := serveTCP(t, func(c net.Conn) { _ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{bad}}).Handshake() })
+	httpAddr := serveTCP(t, func(c net.Conn) {
 		_, _ = c.Read(make([]byte, 4096))
 		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
 	})
@@ -452,4 +412,29 @@ func TestProbeNoTLSAndBadCertificate(t *testing.T) {
 	if got := rep.Targets[1]; got.Status != probe.StatusClosed || len(got.Protocols) != 0 {
 		t.Errorf("plain HTTP: status %s, protocols %v, error %q", got.Status, got.Protocols, got.Error)
 	}
+}
+
+// serveTCP runs handle for each connection to a listener on 127.0.0.1 (closing it after) and
+// returns its address; the listener and every handler end with the test.
+func serveTCP(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); handle(c); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
 }
