@@ -98,40 +98,21 @@ func TestProbeCommandDeadlineBlackHoles(t *testing.T) {
 // sees of the probe, without touching the server.
 func countingProxy(t *testing.T, target string) (string, func() int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
 	n := 0
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			n++
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				up, err := net.Dial("tcp", target)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
-				_, _ = io.Copy(c, up)
-			}()
+	addr := nettest.Serve(t, func(c net.Conn) {
+		mu.Lock()
+		n++
+		mu.Unlock()
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, c); up.(*net.TCPConn).CloseWrite() }()
+		_, _ = io.Copy(c, up)
+	})
+	return addr, func() int { mu.Lock(); defer mu.Unlock(); return n }
 }
 
 // On the real Apache with VHOSTS=20 (scripts/lab.sh), at --concurrency 4: every vhost is

@@ -46,36 +46,17 @@ func startCountingServer(t *testing.T, delay time.Duration) *countingServer {
 		time.Sleep(s.delay)
 		return nil, nil
 	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			raw, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			start := time.Now()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c := tls.Server(raw, cfg)
-				if c.Handshake() == nil {
-					_, _ = io.Copy(io.Discard, c) // open until the client closes it
-				}
-				c.Close()
-				s.mu.Lock()
-				s.spans = append(s.spans, [2]time.Time{start, time.Now()})
-				s.mu.Unlock()
-			}()
+	s.addr = nettest.Serve(t, func(raw net.Conn) {
+		start := time.Now()
+		c := tls.Server(raw, cfg)
+		if c.Handshake() == nil {
+			_, _ = io.Copy(io.Discard, c) // open until the client closes it
 		}
-	}()
+		c.Close()
+		s.mu.Lock()
+		s.spans = append(s.spans, [2]time.Time{start, time.Now()})
+		s.mu.Unlock()
+	})
 	return s
 }
 
@@ -380,7 +361,7 @@ func TestRenderTextStatuses(t *testing.T) {
 func TestProbeVersionWindow(t *testing.T) {
 	cert, _ := serverCert(t, "old.test")
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS12}
-	addr := serveTCP(t, func(raw net.Conn) {
+	addr := nettest.Serve(t, func(raw net.Conn) {
 		c := tls.Server(raw, cfg)
 		if c.Handshake() == nil {
 			_, _ = io.Copy(io.Discard, c)
@@ -400,8 +381,8 @@ func TestProbeVersionWindow(t *testing.T) {
 func TestProbeNoTLSAndBadCertificate(t *testing.T) {
 	good, _ := serverCert(t, "bad.test")
 	bad := tls.Certificate{Certificate: [][]byte{[]byte("not a certificate")}, PrivateKey: good.PrivateKey}
-	tlsAddr := serveTCP(t, func(c net.Conn) { _ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{bad}}).Handshake() })
-	httpAddr := serveTCP(t, func(c net.Conn) {
+	tlsAddr := nettest.Serve(t, func(c net.Conn) { _ = tls.Server(c, &tls.Config{Certificates: []tls.Certificate{bad}}).Handshake() })
+	httpAddr := nettest.Serve(t, func(c net.Conn) {
 		_, _ = c.Read(make([]byte, 4096))
 		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
 	})
@@ -412,29 +393,4 @@ func TestProbeNoTLSAndBadCertificate(t *testing.T) {
 	if got := rep.Targets[1]; got.Status != probe.StatusClosed || len(got.Protocols) != 0 {
 		t.Errorf("plain HTTP: status %s, protocols %v, error %q", got.Status, got.Protocols, got.Error)
 	}
-}
-
-// serveTCP runs handle for each connection to a listener on 127.0.0.1 (closing it after) and
-// returns its address; the listener and every handler end with the test.
-func serveTCP(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); handle(c); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
 }

@@ -4,6 +4,7 @@ package nettest
 import (
 	"fmt"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,4 +38,34 @@ func BlackHole(t testing.TB) string {
 	}
 	t.Cleanup(func() { _ = filler.Close() })
 	return addr
+}
+
+// Serve runs handle for each connection to a listener on 127.0.0.1, in a goroutine of its
+// own, closing the connection after, and returns the listener's address; the listener and
+// every handler end with the test.
+func Serve(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				handle(c)
+				_ = c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
