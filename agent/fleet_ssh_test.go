@@ -97,13 +97,21 @@ func startFleetHost(t *testing.T, n *fleetNet, h *fleetHost, deb, pubKey string)
 		up.Env = append(up.Env, "BED_MUSTSTAPLE=1")
 	}
 	out, err := up.CombinedOutput()
+	var cgs []string
 	t.Cleanup(func() {
 		if out, err := exec.Command("../scripts/systemd-bed.sh", "down", b.dir).CombinedOutput(); err != nil {
 			t.Errorf("%s down: %v\n%s", h.name, err, out)
 		}
+		if err := noCgroupsLeft(cgs); err != nil {
+			t.Errorf("%s: %v", h.name, err)
+		}
 	})
 	if err != nil {
 		return fmt.Errorf("%s up: %v\n%s", h.name, err, out)
+	}
+	// Ten hosts booting at once: each in cgroups of its own, or their units collide.
+	if cgs, err = b.ownCgroups(); err != nil {
+		return fmt.Errorf("%s: %v", h.name, err)
 	}
 	h.b = b
 	return nil

@@ -107,17 +107,63 @@ func startBed(t *testing.T) *bed {
 	up := exec.Command("../scripts/systemd-bed.sh", "up", b.dir)
 	up.Env = append(os.Environ(), "BED_DEB="+deb)
 	out, err := up.CombinedOutput()
+	var cgs []string
 	t.Cleanup(func() {
-		// Down powers the host off and fails when a process or the mount survives.
+		// Down powers the host off and fails when a process, the mount or a cgroup survives.
 		if out, err := exec.Command("../scripts/systemd-bed.sh", "down", b.dir).CombinedOutput(); err != nil {
 			t.Errorf("bed down: %v\n%s", err, out)
+		}
+		if err := noCgroupsLeft(cgs); err != nil {
+			t.Error(err)
 		}
 	})
 	if err != nil {
 		t.Fatalf("bed up: %v\n%s", err, out)
 	}
+	if cgs, err = b.ownCgroups(); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("%s", out)
 	return b
+}
+
+// ownCgroups checks that the host's systemd runs in the bed's own cgroups (scripts/systemd-bed.sh
+// cgroup_make: beds sharing one collide, a unit failing with 219/CGROUP now and then) and
+// returns them, for the test to check that down removed them.
+func (b *bed) ownCgroups() ([]string, error) {
+	list, err := os.ReadFile(b.dir + "/cgroups")
+	if err != nil {
+		return nil, err
+	}
+	cgs := strings.Fields(string(list))
+	if len(cgs) == 0 {
+		return nil, errors.New("the bed made no cgroup of its own")
+	}
+	leader, err := os.ReadFile(b.dir + "/leader.pid")
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.ReadFile("/proc/" + strings.TrimSpace(string(leader)) + "/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	for _, cg := range cgs {
+		name := cg[strings.LastIndex(cg, "/"):]
+		if !strings.Contains(string(self), name+"/") {
+			return nil, fmt.Errorf("the host's systemd is not in %s:\n%s", cg, self)
+		}
+	}
+	return cgs, nil
+}
+
+// noCgroupsLeft is the test's check after down: none of cgs remains.
+func noCgroupsLeft(cgs []string) error {
+	for _, cg := range cgs {
+		if _, err := os.Stat(cg); err == nil {
+			return fmt.Errorf("cgroup %s left after down", cg)
+		}
+	}
+	return nil
 }
 
 // run runs argv inside the host: stdout, stderr and the exit code (-1: could not run).

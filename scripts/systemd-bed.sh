@@ -60,7 +60,6 @@
 #   stapling-agent        installed by `dpkg -i` after boot: disabled, dry-run, as shipped
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$(pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # Bump when the package list or the cached layout changes: `build` then rebuilds.
@@ -163,6 +162,49 @@ inside() {
 }
 
 run_inside() { ( inside "$@" ); }
+
+# cgroup_make DIR: a cgroup of the bed's own in each hierarchy systemd uses (name=systemd and
+# the unified one; whichever this host mounts), below the one this script runs in; their paths
+# go to DIR/cgroups. nspawn --keep-unit runs the container in the cgroup it is started in, and
+# the container's systemd names its units' cgroups from there: with every bed in the same
+# cgroup, ten booting at once create and remove each other's system.slice/X.service and a unit
+# now and then fails to start (status 219/CGROUP).
+cgroup_make() {
+  local dir=$1 mnt rel base
+  : >"$dir/cgroups"
+  while read -r mnt rel; do
+    base="$mnt$rel/stapling-bed-$$-$(basename "$dir")"
+    mkdir "$base" 2>/dev/null && echo "$base" >>"$dir/cgroups"
+  done < <(awk -F: 'NR == FNR { if ($1 == 0) v2 = $3; else if ($2 == "name=systemd") v1 = $3; next }
+    $3 == "cgroup2" && v2 != "" { print $2, (v2 == "/" ? "" : v2) }
+    $3 == "cgroup" && $4 ~ /(^|,)name=systemd(,|$)/ && v1 != "" { print $2, (v1 == "/" ? "" : v1) }' \
+    FS=: /proc/self/cgroup FS=' ' /proc/self/mounts)
+  [ -s "$dir/cgroups" ] || echo "systemd-bed: no cgroup of its own for $dir (beds booting at once may collide)" >&2
+}
+
+# cgroup_enter DIR: move this (sub)shell into DIR's cgroups.
+cgroup_enter() {
+  local cg
+  while read -r cg; do
+    echo "$BASHPID" >"$cg/cgroup.procs" || echo "systemd-bed: could not enter $cg" >&2
+  done <"$1/cgroups"
+}
+
+# cgroup_remove DIR: remove DIR's cgroups, deepest first (the container's systemd leaves some).
+cgroup_remove() {
+  local cg rc=0
+  [ -f "$1/cgroups" ] || return 0
+  while read -r cg; do
+    [ -d "$cg" ] || continue
+    find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+    if [ -d "$cg" ]; then
+      echo "systemd-bed: cgroup $cg survives" >&2
+      rc=1
+    fi
+  done <"$1/cgroups"
+  [ $rc -ne 0 ] || rm -f "$1/cgroups"
+  return $rc
+}
 
 # procs_in ROOT: live processes whose root directory is ROOT (the container's, from here).
 procs_in() {
@@ -481,8 +523,12 @@ up() {
   # poweroff request (--boot). The console (boot messages) goes to DIR/console.log.
   local net=--private-network
   if [ -n "${BED_BRIDGE:-}" ]; then net=--network-bridge=$BED_BRIDGE; fi
-  setsid systemd-nspawn -D "$dir/root" --boot --register=no --keep-unit "$net" \
-    --console=read-only --machine="bed$$" </dev/null >"$dir/console.log" 2>&1 &
+  cgroup_make "$dir"
+  (
+    cgroup_enter "$dir"
+    exec setsid systemd-nspawn -D "$dir/root" --boot --register=no --keep-unit "$net" \
+      --console=read-only --machine="bed$$"
+  ) </dev/null >"$dir/console.log" 2>&1 &
   local ns=$!
   echo "$ns" >"$dir/nspawn.pid"
   local pid=""
@@ -508,6 +554,10 @@ up() {
   if [ "$state" != running ]; then
     echo "systemd-bed: the booted host is '$state'; failed units:" >&2
     run_inside "$dir" systemctl --no-pager --failed >&2 || true
+    # Why they failed, from the journal (the console shows only that they did).
+    # shellcheck disable=SC2016 # expanded inside the container
+    run_inside "$dir" sh -c 'for u in $(systemctl --failed --plain --no-legend | cut -d" " -f1); do
+      journalctl --no-pager -b -o cat -n 15 -u "$u"; done' >&2 || true
     tail -n 30 "$dir/console.log" >&2
     down "$dir" || true
     die "boot did not reach running"
@@ -583,6 +633,7 @@ down() {
     grep -F " $dir/" /proc/self/mounts >&2
     rc=1
   fi
+  cgroup_remove "$dir" || rc=1
   rm -f "$dir/nspawn.pid" "$dir/leader.pid"
   # The copy or the overlay's upper and work directories: root-owned, some mode 000.
   [ $rc -ne 0 ] || rm -rf "$dir/root" "$dir/upper" "$dir/work"
