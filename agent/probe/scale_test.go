@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,43 +187,21 @@ func closedPort(t *testing.T) string {
 }
 
 // acceptServer accepts every connection and counts it; hold keeps it open without a word
-// (a server that stalls), else it is closed at once (a server that drops clients).
+// (a server that stalls) until the test ends, else it is closed at once (a server that drops
+// clients).
 func acceptServer(t *testing.T, hold bool) (string, func() int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	n := 0
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
+	var n atomic.Int64
+	done := make(chan struct{})
+	addr := nettest.Serve(t, func(net.Conn) {
+		n.Add(1)
+		if hold {
+			<-done
 		}
-		mu.Unlock()
 	})
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			n++
-			if hold {
-				conns = append(conns, c)
-			} else {
-				c.Close()
-			}
-			mu.Unlock()
-		}
-	}()
-	return ln.Addr().String(), func() int {
-		return settled(func() int { mu.Lock(); defer mu.Unlock(); return n })
-	}
+	// Registered after Serve's, so it runs first: the held handlers return before Serve waits.
+	t.Cleanup(func() { close(done) })
+	return addr, func() int { return settled(func() int { return int(n.Load()) }) }
 }
 
 // A target whose first connection fails is tried once and reported once with the reason:
